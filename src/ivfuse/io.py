@@ -138,6 +138,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) ->
                 Image.fromarray(levels).save(stream, format=_PIL_FORMATS[suffix])
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
@@ -145,6 +147,12 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) ->
             raise ImageWriteError(f"{path}: cannot write ({error.strerror or error})") from None
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _encode_png_rgb16(levels: np.ndarray) -> bytes:

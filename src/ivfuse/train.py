@@ -110,6 +110,8 @@ def train(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False
     out_dir.mkdir(parents=True, exist_ok=True)
     optim = config.optim
     torch.set_num_threads(optim.threads)
+    # Denormal floats appear as weights settle and make CPU kernels many times slower.
+    torch.set_flush_denormal(True)
     torch.manual_seed(optim.seed)
     root = Path(data_root or config.data.root)
     samples = load_pairs([root / folder for folder in config.data.train], labels=False)
@@ -142,8 +144,8 @@ def train(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False
         optimizer.step()
 
         seconds = time.perf_counter() - began
-        log.writerow([step, f"{lr:.6g}", f"{float(loss):.6g}", *(f"{parts[k]:.6g}" for k in ("intensity", "texture", "ssim")), f"{seconds:.3f}"])
-        progress.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{optim.batch_size / seconds:.1f}")
+        log.writerow([step, f"{lr:.6g}", f"{loss.item():.6g}", *(f"{parts[k]:.6g}" for k in ("intensity", "texture", "ssim")), f"{seconds:.3f}"])
+        progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{optim.batch_size / seconds:.1f}")
         if time.monotonic() - last_checkpoint > 60 * optim.checkpoint_minutes:
             log.flush()
             _save_checkpoint(checkpoint_path, model, optimizer, step + 1)

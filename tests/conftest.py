@@ -1,0 +1,22 @@
+"""Shared test fixtures: where the real images are."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+DATASETS = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    """``../shared/datasets`` beside the repository; CI always has it, elsewhere its tests skip."""
+    if not DATASETS.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{DATASETS} is missing on CI")
+        pytest.skip(f"{DATASETS} not present")
+    return DATASETS
