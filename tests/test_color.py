@@ -34,3 +34,9 @@ def test_infrared_with_three_equal_channels_is_taken_exactly():
     assert torch.equal(infrared_to_grey(ir), ir[:, :1])
     false_colour = torch.rand(1, 3, 4, 4)
     assert torch.allclose(infrared_to_grey(false_colour), rgb_to_luma(false_colour))
+
+
+def test_visible_grey_stored_as_rgb_is_grey():
+    vis = _tensor(read_image(EXAMPLES / "vi" / "05.png"))  # TNO visible: R=G=B
+    y, cbcr = split_luma(vis)
+    assert cbcr is None and torch.equal(y, vis[:, :1])

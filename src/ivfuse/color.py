@@ -28,6 +28,11 @@ def rgb_to_luma(image: torch.Tensor) -> torch.Tensor:
     return kornia.color.rgb_to_ycbcr(image)[:, :1]
 
 
+def has_equal_channels(image: torch.Tensor) -> bool:
+    """True for ``(B, 3, H, W)`` images whose three channels are identical (grey stored as RGB)."""
+    return image.shape[1] == 3 and torch.equal(image[:, :1].expand_as(image), image)
+
+
 def infrared_to_grey(image: torch.Tensor) -> torch.Tensor:
     """One grey channel from an IR image stored with one or three channels.
 
@@ -40,9 +45,7 @@ def infrared_to_grey(image: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, 1, H, W)`` float in ``[0, 1]``.
     """
-    if image.shape[1] == 3 and torch.equal(image[:, :1].expand_as(image), image):
-        return image[:, :1]
-    return rgb_to_luma(image)
+    return image[:, :1] if has_equal_channels(image) else rgb_to_luma(image)
 
 
 def split_luma(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -53,15 +56,16 @@ def split_luma(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
 
     Returns:
         ``(y, cbcr)``: ``(B, 1, H, W)`` luminance and ``(B, 2, H, W)`` chrominance (offset 0.5),
-        or ``cbcr=None`` for a grey image.
+        or ``cbcr=None`` for a grey image, including grey stored as three equal channels (as in
+        TNO), so grey in gives grey out.
 
     Example:
         >>> y, cbcr = split_luma(torch.rand(1, 3, 8, 8))
         >>> y.shape, cbcr.shape
         (torch.Size([1, 1, 8, 8]), torch.Size([1, 2, 8, 8]))
     """
-    if image.shape[1] == 1:
-        return image, None
+    if image.shape[1] == 1 or has_equal_channels(image):
+        return image[:, :1], None
     ycbcr = kornia.color.rgb_to_ycbcr(image)
     return ycbcr[:, :1], ycbcr[:, 1:]
 
