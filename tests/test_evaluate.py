@@ -18,11 +18,12 @@ from ivfuse.report import summary_markdown
 def folders(tmp_path_factory, msrs_test, msrs_names):
     """ir/, vi/ with 3 real pairs; average/ and gff/ complete; broken/ with bad files."""
     root = tmp_path_factory.mktemp("eval")
-    for sub in ("ir", "vi", "average", "gff", "broken"):
+    for sub in ("ir", "vi", "vi_extra", "average", "gff", "broken"):
         (root / sub).mkdir()
     for name in msrs_names:
         shutil.copy(msrs_test / "ir" / name, root / "ir" / name)
         shutil.copy(msrs_test / "vi" / name, root / "vi" / name)
+        shutil.copy(msrs_test / "vi" / name, root / "vi_extra" / name)
         ir = np.asarray(Image.open(root / "ir" / name), np.float32) / 255
         vis_y = np.asarray(Image.open(root / "vi" / name).convert("L"), np.float32) / 255
         for method in ("average", "gff"):
@@ -34,7 +35,7 @@ def folders(tmp_path_factory, msrs_test, msrs_names):
     (root / "broken" / first).write_bytes(b"not a png")
     Image.new("L", (320, 240)).save(root / "broken" / second)
     # A visible image without IR partner.
-    shutil.copy(root / "vi" / first, root / "vi" / "lonely.png")
+    shutil.copy(root / "vi" / first, root / "vi_extra" / "lonely.png")
     return root
 
 
@@ -46,7 +47,6 @@ def test_cli_end_to_end(folders, msrs_names, tmp_path):
     assert outcome.exit_code == 0, outcome.output
     assert "| average |" in outcome.stdout and "| gff |" in outcome.stdout and "**" in outcome.stdout
     assert "over 3 image(s)" in outcome.stdout
-    assert "lonely" in outcome.stderr  # unmatched visible image reported
     for name in ("per_image.csv", "summary.md", "summary.csv", "figure_grid.png", "bars/Qabf.png", "bars/Nabf.png"):
         assert (report / name).is_file(), name
     with open(report / "per_image.csv") as handle:
@@ -61,7 +61,7 @@ def test_cli_end_to_end(folders, msrs_names, tmp_path):
 
 
 def test_bad_fused_files_are_skipped_and_reported(folders, msrs_names):
-    result = evaluate(folders / "ir", folders / "vi", {"average": folders / "average", "broken": folders / "broken"},
+    result = evaluate(folders / "ir", folders / "vi_extra", {"average": folders / "average", "broken": folders / "broken"},
                       metrics=["EN", "SSIM"], progress=False)
     first, second, third = (n.rsplit(".", 1)[0] for n in msrs_names)
     reasons = {(s.method, s.image): s.reason for s in result.skipped}
@@ -74,6 +74,16 @@ def test_bad_fused_files_are_skipped_and_reported(folders, msrs_names):
     text = summary_markdown(result)
     assert "No image could be evaluated for: broken" in text
     assert all(image in text for image in (first, second, third, "lonely"))
+
+
+def test_cli_partial_run_exits_1_and_names_skipped_files(folders, msrs_names, tmp_path):
+    outcome = CliRunner().invoke(main, ["eval", "--ir", str(folders / "ir"), "--vis", str(folders / "vi_extra"), "--fused",
+                                        f"average={folders / 'average'}", "--fused", f"broken={folders / 'broken'}",
+                                        "--metrics", "en,sd", "--grid-images", "0", "-o", str(tmp_path / "r"), "--quiet"])
+    assert outcome.exit_code == 1, outcome.output
+    assert "lonely" in outcome.stderr and str(folders / "broken" / msrs_names[0]) in outcome.stderr
+    assert "| average |" in outcome.stdout and "| broken |" not in outcome.stdout
+    assert "No image could be evaluated for: broken" in (tmp_path / "r" / "summary.md").read_text()
 
 
 def test_summary_only_over_images_every_method_has(folders, msrs_names, tmp_path):
@@ -105,13 +115,13 @@ def test_nothing_to_evaluate_exits_non_zero(folders, tmp_path):
     runner = CliRunner()
     outcome = runner.invoke(main, ["eval", "--ir", str(folders / "ir"), "--vis", str(folders / "vi"),
                                    "--fused", f"x={folders / 'broken'}", "-o", str(tmp_path / "r")])
-    assert outcome.exit_code != 0 and "nothing could be evaluated" in outcome.output
+    assert outcome.exit_code == 2 and "nothing could be evaluated" in outcome.output
     outcome = runner.invoke(main, ["eval", "--ir", str(empty), "--vis", str(folders / "vi"),
                                    "--fused", f"x={folders / 'gff'}", "-o", str(tmp_path / "r")])
-    assert outcome.exit_code != 0 and "no IR/visible pair" in outcome.output
+    assert outcome.exit_code == 2 and "no IR/visible pair" in outcome.output
     outcome = runner.invoke(main, ["eval", "--ir", str(folders / "ir"), "--vis", str(folders / "vi"),
                                    "--fused", f"x={tmp_path / 'missing'}", "-o", str(tmp_path / "r")])
-    assert outcome.exit_code != 0 and "missing" in outcome.output
+    assert outcome.exit_code == 2 and "missing" in outcome.output
     outcome = runner.invoke(main, ["eval", "--ir", str(folders / "ir"), "--vis", str(folders / "vi"),
                                    "--fused", "no-equals-sign", "-o", str(tmp_path / "r")])
     assert outcome.exit_code != 0 and "NAME=DIR" in outcome.output

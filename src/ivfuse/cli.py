@@ -1,15 +1,104 @@
-"""The ``ivfuse`` command line: parses arguments and calls the library, nothing more."""
+"""The ``ivfuse`` command line: parses arguments, calls the library, reports. Nothing more.
+
+Exit codes: 0 everything done; 1 partly done (some pairs failed or had no partner; the rest were
+written); 2 nothing done (bad arguments, missing folders, unusable weights, unwritable output).
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
-from ivfuse.metrics.fusion import CONVENTIONS
+from .io import IMAGE_EXTENSIONS, ImageReadError, ImageWriteError
+from .serialization import WeightsError
+
+EXIT_PARTIAL, EXIT_FAILED = 1, 2
+_USER_ERRORS = (ImageReadError, ImageWriteError, WeightsError, ValueError)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 @click.group()
-def main():
-    """Infrared-visible image fusion: fuse images, evaluate fusion results."""
+@click.version_option(package_name="ivfuse")
+def main() -> None:
+    """Semantic-driven infrared-visible image fusion."""
+
+
+@main.command()
+@click.option("--ir", "ir_path", required=True, type=click.Path(path_type=Path), help="Infrared image, or folder of them.")
+@click.option("--vis", "vis_path", required=True, type=click.Path(path_type=Path), help="Visible image, or folder (names match the IR's stems).")
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(path_type=Path), help="Output file (single pair) or folder.")
+@click.option("--method", default="cdiim", show_default=True, help="cdiim (the network) or a classical baseline: average, max, laplacian, dwt, gff.")
+@click.option("--weights", type=click.Path(path_type=Path), help="Fusion weights (.safetensors); default: the shipped ones.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, help="CPU threads for the network (default: PyTorch's choice).")
+@click.option("--format", "extension", type=click.Choice([e.lstrip(".") for e in IMAGE_EXTENSIONS]), default="png", show_default=True, help="Output format for folders.")
+@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True, help="Output bit depth (16: PNG, or TIFF for grey).")
+@click.option("--grey", is_flag=True, help="Write the fused luminance only, even for colour visible images.")
+@click.option("--bit16", type=click.Choice(["full", "minmax"]), default="full", show_default=True, help="How 16-bit inputs map to [0,1]: x/65535, or per-image min-max.")
+@click.option("--tile-size", type=int, default=1024, show_default=True, help="Larger images are fused in overlapping tiles of this size.")
+@click.option("--skip-existing", is_flag=True, help="Skip pairs whose output already exists (resume an interrupted run).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def fuse(ir_path, vis_path, out_path, method, weights, device, threads, extension, bits, grey, bit16, tile_size, skip_existing, quiet):
+    """Fuse an IR/visible pair, or every pair of two folders."""
+    import torch
+    from tqdm import tqdm
+
+    from .fuser import Fuser, fuse_folder, fuse_pair_files
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        fuser = Fuser(weights, device=device, method=method, tile_size=tile_size)
+        if ir_path.is_dir() or vis_path.is_dir():
+            for path in (ir_path, vis_path):
+                if not path.is_dir():
+                    raise ImageReadError(f"{path}: not a folder (--ir and --vis must both be files or both folders)")
+            progress = None if quiet else (lambda pairs: tqdm(pairs, desc="fuse", unit="pair", file=sys.stderr))
+            report = fuse_folder(
+                fuser, ir_path, vis_path, out_path, extension=f".{extension}", bits=int(bits), grey=grey,
+                bit16=bit16, skip_existing=skip_existing, on_error=_warn, progress=progress,
+            )
+            for path in report.unmatched:
+                _warn(f"{path}: no partner with the same name in the other folder")
+            for path in report.ignored:
+                _warn(f"{path}: not an image file, skipped")
+            click.echo(report.summary())
+            if not report.ok:
+                sys.exit(EXIT_FAILED if not (report.written or report.skipped) else EXIT_PARTIAL)
+            return
+        target = out_path / f"{ir_path.stem}.{extension}" if out_path.suffix.lower() not in IMAGE_EXTENSIONS else out_path
+        if skip_existing and target.exists():
+            click.echo(f"skipped {target} (exists)")
+            return
+        click.echo(f"wrote {fuse_pair_files(fuser, ir_path, vis_path, target, bits=int(bits), grey=grey, bit16=bit16)}")
+    except _USER_ERRORS as error:
+        _fail(str(error))
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Run config (TOML), e.g. configs/content.toml.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder: log, checkpoints, final weights.")
+@click.option("--data-root", help="Folder the config's dataset paths are relative to (overrides [data].root).")
+@click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
+def train(config_path, out_dir, data_root, resume):
+    """Train the fusion network from a config file."""
+    from . import train as training
+
+    try:
+        config = training.load_config(config_path)
+        click.echo(f"wrote {training.train(config, out_dir, resume=resume, data_root=data_root)}")
+    except _USER_ERRORS as error:
+        _fail(str(error))
 
 
 def _parse_fused(values: tuple[str, ...]) -> dict[str, str]:
@@ -24,11 +113,11 @@ def _parse_fused(values: tuple[str, ...]) -> dict[str, str]:
     return methods
 
 
-def _parse_grid(value: str) -> int | list[str]:
+def _parse_grid_images(value: str) -> int | list[str]:
     return int(value) if value.strip().isdigit() else [name.strip() for name in value.split(",") if name.strip()]
 
 
-def _parse_inset(value: str | None):
+def _parse_inset(value: str | None) -> tuple[float, float, float, float] | None:
     if value is None:
         return None
     try:
@@ -41,29 +130,32 @@ def _parse_inset(value: str | None):
 
 
 @main.command("eval")
-@click.option("--ir", "ir_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of infrared images.")
-@click.option("--vis", "vis_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of visible images.")
+@click.option("--ir", "ir_dir", required=True, type=click.Path(path_type=Path), help="Folder of infrared images.")
+@click.option("--vis", "vis_dir", required=True, type=click.Path(path_type=Path), help="Folder of visible images.")
 @click.option("--fused", "fused", required=True, multiple=True, metavar="NAME=DIR", help="A method's fused images; repeat per method.")
-@click.option("-o", "--output", "report_dir", required=True, type=click.Path(file_okay=False), help="Report folder to write.")
-@click.option("--convention", type=click.Choice(CONVENTIONS), default="canonical", show_default=True, help="Metric convention (docs/metrics.md).")
-@click.option("--metrics", default=None, metavar="EN,SD,...", help="Metrics to compute (default: all).")
+@click.option("-o", "--out", "report_dir", required=True, type=click.Path(path_type=Path), help="Report folder to write.")
+@click.option("--convention", type=click.Choice(["canonical", "cddfuse", "tang"]), default="canonical", show_default=True, help="Metric convention (docs/metrics.md).")
+@click.option("--metrics", default=None, metavar="EN,SD,...", help="Metrics to compute (default: all twelve).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes computing metrics.")
 @click.option("--grid-images", default="3", show_default=True, metavar="N|NAME,...", help="Images in the figure grid: a count or names (0: none).")
 @click.option("--grid-zoom", default=None, metavar="X,Y,W,H", help="Zoomed inset box in the figure grid, as fractions of the image.")
-def eval_command(ir_dir, vis_dir, fused, report_dir, convention, metrics, workers, grid_images, grid_zoom):
-    """Compare methods given as folders of fused images; write a report and print the summary."""
-    from ivfuse.evaluate import EvaluationError, evaluate
-    from ivfuse.report import summary_markdown, write_report
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_(ir_dir, vis_dir, fused, report_dir, convention, metrics, workers, grid_images, grid_zoom, quiet):
+    """Compare methods given as folders of fused images: write a report, print the summary."""
+    from .evaluate import EvaluationError, evaluate
+    from .report import summary_markdown, write_report
 
     methods = _parse_fused(fused)
     inset = _parse_inset(grid_zoom)
-    metric_names = metrics.split(",") if metrics else None
     try:
-        result = evaluate(ir_dir, vis_dir, methods, metrics=metric_names, convention=convention, workers=workers)
-        written = write_report(result, report_dir, grid_images=_parse_grid(grid_images), inset=inset)
-    except (EvaluationError, ValueError) as error:
-        raise click.ClickException(str(error)) from None
+        result = evaluate(ir_dir, vis_dir, methods, metrics=metrics.split(",") if metrics else None,
+                          convention=convention, workers=workers, progress=not quiet)
+        written = write_report(result, report_dir, grid_images=_parse_grid_images(grid_images), inset=inset)
+    except (EvaluationError, *_USER_ERRORS) as error:
+        _fail(str(error))
     for skip in result.skipped:
-        click.echo(f"warning: skipped {skip.image} [{'all methods' if skip.method == '*' else skip.method}]: {skip.reason}", err=True)
+        _warn(f"skipped {skip.image} [{'all methods' if skip.method == '*' else skip.method}]: {skip.reason}")
     click.echo(summary_markdown(result, details=False), nl=False)
-    click.echo(f"\nReport written to {written['summary_md'].parent}", err=True)
+    click.echo(f"report: {written['summary_md'].parent}", err=True)
+    if result.skipped:
+        sys.exit(EXIT_PARTIAL)

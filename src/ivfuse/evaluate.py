@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ivfuse.io import IMAGE_EXTENSIONS, ImageReadError, find_pairs, read_image
+from ivfuse.io import ImageReadError, find_pairs, list_images, read_image
 from ivfuse.metrics.fusion import CONVENTIONS, compute_all, resolve_metric_names, to_gray255
 
 __all__ = ["Evaluation", "EvaluationError", "Skip", "evaluate", "summarize"]
@@ -82,14 +82,6 @@ def _require_folder(path: str | Path, what: str) -> Path:
     if not folder.is_dir():
         raise EvaluationError(f"{what} folder not found: {folder}")
     return folder
-
-
-def _images_by_stem(folder: Path) -> dict[str, Path]:
-    images = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            images.setdefault(path.stem, path)
-    return images
 
 
 def _evaluate_one_pair(image, ir_path, vis_path, fused_by_method, metrics, convention):
@@ -168,23 +160,29 @@ def evaluate(
     metric_names = resolve_metric_names(metrics)
     ir_folder = _require_folder(ir_dir, "IR")
     vis_folder = _require_folder(vis_dir, "visible")
-    method_images = {method: _images_by_stem(_require_folder(folder, f"fused ({method})")) for method, folder in fused_dirs.items()}
-
-    pairs, only_ir, only_vis = find_pairs(ir_folder, vis_folder)
-    if not pairs:
+    listing = find_pairs(ir_folder, vis_folder)
+    if not listing.pairs:
         raise EvaluationError(f"no IR/visible pair with matching names in {ir_folder} and {vis_folder}")
     result = Evaluation(methods=list(fused_dirs), metrics=metric_names, convention=convention)
-    result.skipped += [Skip("*", path.stem, f"no visible image for {path}") for path in only_ir]
-    result.skipped += [Skip("*", path.stem, f"no IR image for {path}") for path in only_vis]
-    result.sources = {image: (ir_path, vis_path) for image, ir_path, vis_path in pairs}
-    for method, images in method_images.items():
+    result.skipped += [Skip("*", path.stem, f"no visible image for {path}") for path in listing.only_ir]
+    result.skipped += [Skip("*", path.stem, f"no IR image for {path}") for path in listing.only_vis]
+    result.skipped += [Skip("*", path.stem, f"{path}: another file has the same name stem") for path in listing.ambiguous]
+    result.notes += [f"{path}: not an image file, ignored" for path in listing.not_images]
+    result.sources = {image: (ir_path, vis_path) for image, ir_path, vis_path in listing.pairs}
+    method_images = {}
+    for method, folder in fused_dirs.items():
+        images, not_images, ambiguous = list_images(_require_folder(folder, f"fused ({method})"))
+        ambiguous_stems = {path.stem for path in ambiguous}
+        method_images[method] = {image: path for image, path in images.items() if image not in ambiguous_stems}
+        result.skipped += [Skip(method, path.stem, f"{path}: another file has the same name stem") for path in ambiguous]
+        result.notes += [f"{path}: not an image file, ignored" for path in not_images]
         stray = sorted(images.keys() - result.sources.keys())
         if stray:
             result.notes.append(f"{method}: {len(stray)} fused image(s) without a source pair ignored, e.g. {images[stray[0]]}")
 
     tasks = [
         (image, ir_path, vis_path, {m: method_images[m].get(image) for m in result.methods}, metric_names, convention)
-        for image, ir_path, vis_path in pairs
+        for image, ir_path, vis_path in listing.pairs
     ]
     bar = tqdm(total=len(tasks), desc="evaluating", unit="image", disable=not progress)
     outcomes = []

@@ -1,0 +1,124 @@
+"""Speed and memory of `ivfuse.Fuser` on a real 640x480 pair and a 4K pair.
+
+    python benchmarks/fusion_speed.py [--threads 2] [--repeats 15] [--weights FILE]
+
+Prints a Markdown table: median seconds per pair (network + colour, image reading and writing
+excluded, model load excluded), peak resident memory of the process, parameters and
+multiply-accumulates (MACs) per pair. Each row runs in its own process so peak memory is that
+row's alone. The 4K pair is the bundled MSRS pair resized to 3840x2160 (bicubic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ivfuse import Fuser
+from ivfuse.io import read_image
+from ivfuse.models.interaction import SpatialCrossAttention
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CASES = {
+    "640x480": dict(size=None, channels_last=False),
+    "640x480 channels_last": dict(size=None, channels_last=True),
+    "3840x2160 (tiled)": dict(size=(3840, 2160), channels_last=False),
+}
+
+
+def load_pair(size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    ir, vis = read_image(EXAMPLES / "ir" / "00004N.png"), read_image(EXAMPLES / "vi" / "00004N.png")
+    if size is None:
+        return ir, vis
+    resize = lambda a: np.asarray(Image.fromarray(np.uint8(np.rint(a * 255))).resize(size, Image.BICUBIC), np.float32) / 255
+    return resize(ir), resize(vis)
+
+
+def count_macs(fuser: Fuser, ir: np.ndarray, vis: np.ndarray) -> int:
+    """Multiply-accumulates of fusing one pair (all tiles): convolutions, linear layers, attention."""
+    total = 0
+
+    def conv_hook(module, inputs, output):
+        nonlocal total
+        kernel = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
+        total += output.numel() * kernel
+
+    def linear_hook(module, inputs, output):
+        nonlocal total
+        total += output.numel() * module.in_features
+
+    def attention_hook(module, inputs, output):
+        nonlocal total
+        query, context = inputs
+        keys = -(-context.shape[2] // module.kv_stride) * -(-context.shape[3] // module.kv_stride)
+        total += 2 * query.shape[2] * query.shape[3] * keys * query.shape[1]  # QK^T and AV
+
+    handles = []
+    for module in fuser.network.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, torch.nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook))
+        elif isinstance(module, SpatialCrossAttention):
+            handles.append(module.register_forward_hook(attention_hook))
+    fuser.fuse(ir, vis)
+    for handle in handles:
+        handle.remove()
+    return total
+
+
+def run_case(name: str, threads: int, repeats: int, weights: str | None) -> dict:
+    torch.set_num_threads(threads)
+    case = CASES[name]
+    fuser = Fuser(weights, channels_last=case["channels_last"])
+    ir, vis = load_pair(case["size"])
+    repeats = repeats if case["size"] is None else max(3, repeats // 5)
+    fuser.fuse(ir, vis)  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fuser.fuse(ir, vis)
+        seconds.append(time.perf_counter() - began)
+    return {
+        "case": name,
+        "median_s": statistics.median(seconds),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "parameters": sum(p.numel() for p in fuser.network.parameters()),
+        "gmacs": count_macs(fuser, ir, vis) / 1e9,
+        "repeats": repeats,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--weights")
+    parser.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args.threads, args.repeats, args.weights)))
+        return
+    rows = []
+    for name in CASES:
+        command = [sys.executable, __file__, "--case", name, "--threads", str(args.threads), "--repeats", str(args.repeats)]
+        command += ["--weights", args.weights] if args.weights else []
+        rows.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
+    print(f"torch {torch.__version__}, {args.threads} threads, median of the repeats after one warm-up\n")
+    print("| case | median s/pair | peak memory (MB) | parameters | GMACs/pair | repeats |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['case']} | {row['median_s']:.3f} | {row['peak_rss_mb']:.0f} | {row['parameters']:,} | {row['gmacs']:.2f} | {row['repeats']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Training data: IR/visible pairs (and labels where they exist) from folders, with augmentation.
+
+A dataset folder follows ``<root>/{ir,vi[,label]}/<name>``; any number of roots can be mixed
+(e.g. ``MSRS/train`` and ``RoadScene/train``). Pairs without a label still train the content
+losses; labelled ones also train segmentation. Images are held in memory as ``uint8``: the
+shared training sets take a few hundred MB.
+
+Batches are drawn from a generator seeded by ``(seed, step)`` alone, so a run resumed at step
+``k`` sees exactly the batches an uninterrupted run sees from step ``k`` on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .io import ImageReadError, find_pairs, list_images, read_image
+
+IGNORE_INDEX = 255
+"""Label value that no loss or metric counts (also used for pixels of unlabelled pairs)."""
+
+
+@dataclass
+class Sample:
+    """One training pair in memory: ``ir (1, H, W)``, ``vis (3, H, W)`` uint8, ``label (H, W)`` uint8 or None."""
+
+    name: str
+    ir: torch.Tensor
+    vis: torch.Tensor
+    label: torch.Tensor | None
+
+
+def load_pairs(roots: list[str | Path], *, labels: bool = True) -> list[Sample]:
+    """Load every pair under the given dataset roots into memory.
+
+    Args:
+        roots: folders each holding ``ir/`` and ``vi/`` (and optionally ``label/``).
+        labels: read ``label/<stem>.*`` where it exists.
+
+    Raises:
+        ImageReadError: a root has no pairs, or a file is unreadable or of mismatched size.
+    """
+    samples = []
+    for root in map(Path, roots):
+        listing = find_pairs(root / "ir", root / "vi")
+        if not listing.pairs:
+            raise ImageReadError(f"{root}: no IR/visible pairs found in ir/ and vi/")
+        label_files = list_images(root / "label")[0] if labels and (root / "label").is_dir() else {}
+        for stem, ir_path, vis_path in listing.pairs:
+            ir, vis = read_image(ir_path), read_image(vis_path)
+            ir = ir if ir.ndim == 2 else ir[..., 0]
+            vis = vis if vis.ndim == 3 else np.repeat(vis[..., None], 3, axis=2)
+            if ir.shape != vis.shape[:2]:
+                raise ImageReadError(f"{vis_path}: size {vis.shape[1]}x{vis.shape[0]} differs from IR {ir.shape[1]}x{ir.shape[0]}")
+            label = None
+            if stem in label_files:
+                label = np.rint(read_image(label_files[stem]) * 255)
+                if label.ndim != 2 or label.shape != ir.shape:
+                    raise ImageReadError(f"{label_files[stem]}: label must be one channel of the pair's size")
+                label = torch.from_numpy(label.astype(np.uint8))
+            samples.append(
+                Sample(
+                    name=f"{root.name}/{stem}",
+                    ir=torch.from_numpy(np.rint(ir * 255).astype(np.uint8))[None],
+                    vis=torch.from_numpy(np.rint(vis * 255).astype(np.uint8)).permute(2, 0, 1).contiguous(),
+                    label=label,
+                )
+            )
+    return samples
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random crop with scale jitter and horizontal flip."""
+
+    crop_size: int = 192
+    scale_range: tuple[float, float] = (0.6, 1.2)
+    flip: bool = True
+
+
+def draw_batch(
+    samples: list[Sample], batch_size: int, augment: Augment, seed: int, step: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch of training step ``step``: a pure function of ``(seed, step)``.
+
+    Returns:
+        ``ir (B, 1, S, S)`` and ``vis (B, 3, S, S)`` float in ``[0, 1]``, ``label (B, S, S)``
+        int64 with :data:`IGNORE_INDEX` where unlabelled; ``S = augment.crop_size``.
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    irs, viss, labels = [], [], []
+    for index in torch.randint(len(samples), (batch_size,), generator=generator).tolist():
+        ir, vis, label = _augment(samples[index], augment, generator)
+        irs.append(ir)
+        viss.append(vis)
+        labels.append(label)
+    return torch.stack(irs), torch.stack(viss), torch.stack(labels)
+
+
+def _augment(sample: Sample, augment: Augment, generator: torch.Generator):
+    height, width = sample.ir.shape[-2:]
+    low, high = augment.scale_range
+    scale = low + (high - low) * float(torch.rand((), generator=generator))
+    # Never let the scaled image be smaller than the crop.
+    scale = max(scale, augment.crop_size / min(height, width))
+    window = min(height, width, math.ceil(augment.crop_size / scale))
+    top = int(torch.randint(height - window + 1, (), generator=generator))
+    left = int(torch.randint(width - window + 1, (), generator=generator))
+    region = (slice(None), slice(top, top + window), slice(left, left + window))
+    image = torch.cat([sample.ir[region], sample.vis[region]]).float()[None] / 255
+    image = F.interpolate(image, size=(augment.crop_size,) * 2, mode="bilinear", align_corners=False, antialias=True)[0]
+    if sample.label is None:
+        label = torch.full((augment.crop_size,) * 2, IGNORE_INDEX, dtype=torch.int64)
+    else:
+        label = sample.label[region[1:]][None, None].float()
+        label = F.interpolate(label, size=(augment.crop_size,) * 2, mode="nearest")[0, 0].long()
+    if augment.flip and bool(torch.rand((), generator=generator) < 0.5):
+        image, label = image.flip(-1), label.flip(-1)
+    return image[:1].clamp(0, 1), image[1:].clamp(0, 1), label

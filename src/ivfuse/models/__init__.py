@@ -1,0 +1,6 @@
+"""Networks. Each file holds one network; they import nothing of ivfuse but each other."""
+
+from .fusion import FusionConfig, FusionNet
+from .interaction import CrossDomainInteraction
+
+__all__ = ["CrossDomainInteraction", "FusionConfig", "FusionNet"]

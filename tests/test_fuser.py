@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from ivfuse import Fuser
+from ivfuse.io import read_image
+
+from .conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def fuser() -> Fuser:
+    return Fuser()
+
+
+@pytest.fixture(scope="module")
+def night_pair():
+    return read_image(EXAMPLES / "ir" / "00004N.png"), read_image(EXAMPLES / "vi" / "00004N.png")
+
+
+class ReturnsVisibleLuma(torch.nn.Module):
+    """Stands in for the network to test the colour path around it: fused Y = visible Y."""
+
+    size_multiple = 8
+
+    def forward(self, ir, vis_y):
+        return vis_y
+
+
+@pytest.mark.parametrize("height, width", [(481, 637), (16, 16), (5, 7), (9, 300)])
+def test_output_has_the_input_size(fuser, night_pair, height, width):
+    grow = ((0, max(0, height - 480)), (0, max(0, width - 640)))
+    ir = np.pad(night_pair[0], grow, mode="reflect")[:height, :width]
+    vis = np.pad(night_pair[1], grow + ((0, 0),), mode="reflect")[:height, :width]
+    fused = fuser.fuse(ir, vis)
+    assert fused.shape == (height, width, 3) and fused.dtype == np.float32
+    assert 0.0 <= fused.min() and fused.max() <= 1.0
+
+
+def test_identity_network_gives_back_the_visible_image(fuser, night_pair, monkeypatch):
+    monkeypatch.setattr(fuser, "network", ReturnsVisibleLuma())
+    ir, vis = night_pair
+    restored = fuser.fuse(ir[:123, :201], vis[:123, :201])
+    assert np.abs(np.rint(restored * 255) - np.rint(vis[:123, :201] * 255)).max() <= 1
+
+
+def test_grey_visible_and_grey_flag_give_grey_output(fuser, night_pair):
+    ir, vis = night_pair
+    assert fuser.fuse(ir, vis[..., 1]).shape == (480, 640)
+    assert fuser.fuse(ir, vis, grey=True).shape == (480, 640)
+
+
+def test_ir_stored_as_three_equal_channels_fuses_like_one_channel(fuser, night_pair):
+    ir, vis = night_pair
+    np.testing.assert_array_equal(fuser.fuse(np.dstack([ir] * 3), vis), fuser.fuse(ir, vis))
+
+
+def test_same_input_gives_the_same_output(fuser, night_pair):
+    np.testing.assert_array_equal(fuser.fuse(*night_pair), fuser.fuse(*night_pair))
+
+
+def test_pairs_of_different_sizes_are_refused(fuser, night_pair):
+    ir, vis = night_pair
+    with pytest.raises(ValueError, match="IR is 640x480 but visible is 639x480"):
+        fuser.fuse(ir, vis[:, :639])
+
+
+def test_tiled_fusion_matches_untiled_away_from_seams(night_pair):
+    ir, vis = night_pair
+    whole = Fuser().fuse(ir, vis, grey=True)
+    tiled = Fuser(tile_size=256, tile_overlap=64).fuse(ir, vis, grey=True)
+    difference = np.abs(whole - tiled) * 255
+    # The CDIIM's attention is global, so tiles see less context: close, not identical.
+    assert np.median(difference) < 1.0
+    assert np.percentile(difference, 99) < 6.0
+
+
+def test_baselines_keep_size_and_colour(night_pair):
+    ir, vis = (image[:101, :203] for image in night_pair)
+    for method in ("average", "max"):
+        assert Fuser(method=method).fuse(ir, vis).shape == (101, 203, 3)
+
+
+def test_unknown_method_and_bad_tiles_are_refused():
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        Fuser(method="nope")
+    with pytest.raises(ValueError, match="tile_size"):
+        Fuser(tile_size=100)
