@@ -20,3 +20,15 @@ def datasets() -> Path:
             pytest.fail(f"{DATASETS} is missing on CI")
         pytest.skip(f"{DATASETS} not present")
     return DATASETS
+
+
+@pytest.fixture(scope="session")
+def msrs_test(datasets) -> Path:
+    return datasets / "MSRS" / "test"
+
+
+@pytest.fixture(scope="session")
+def msrs_names(msrs_test) -> list:
+    """Three MSRS test frames, night and day."""
+    names = sorted(p.name for p in (msrs_test / "ir").iterdir())
+    return [names[0], names[1], names[-1]]

@@ -99,3 +99,63 @@ def train(config_path, out_dir, data_root, resume):
         click.echo(f"wrote {training.train(config, out_dir, resume=resume, data_root=data_root)}")
     except _USER_ERRORS as error:
         _fail(str(error))
+
+
+def _parse_fused(values: tuple[str, ...]) -> dict[str, str]:
+    methods = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            raise click.BadParameter(f"expected NAME=DIR, got {value!r}", param_hint="--fused")
+        if name in methods:
+            raise click.BadParameter(f"method {name!r} given twice", param_hint="--fused")
+        methods[name] = folder
+    return methods
+
+
+def _parse_grid_images(value: str) -> int | list[str]:
+    return int(value) if value.strip().isdigit() else [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _parse_inset(value: str | None) -> tuple[float, float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        box = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or not all(0 <= v <= 1 for v in box):
+        raise click.BadParameter("expected X,Y,W,H as fractions in 0..1", param_hint="--grid-zoom")
+    return box
+
+
+@main.command("eval")
+@click.option("--ir", "ir_dir", required=True, type=click.Path(path_type=Path), help="Folder of infrared images.")
+@click.option("--vis", "vis_dir", required=True, type=click.Path(path_type=Path), help="Folder of visible images.")
+@click.option("--fused", "fused", required=True, multiple=True, metavar="NAME=DIR", help="A method's fused images; repeat per method.")
+@click.option("-o", "--out", "report_dir", required=True, type=click.Path(path_type=Path), help="Report folder to write.")
+@click.option("--convention", type=click.Choice(["canonical", "cddfuse", "tang"]), default="canonical", show_default=True, help="Metric convention (docs/metrics.md).")
+@click.option("--metrics", default=None, metavar="EN,SD,...", help="Metrics to compute (default: all twelve).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes computing metrics.")
+@click.option("--grid-images", default="3", show_default=True, metavar="N|NAME,...", help="Images in the figure grid: a count or names (0: none).")
+@click.option("--grid-zoom", default=None, metavar="X,Y,W,H", help="Zoomed inset box in the figure grid, as fractions of the image.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_(ir_dir, vis_dir, fused, report_dir, convention, metrics, workers, grid_images, grid_zoom, quiet):
+    """Compare methods given as folders of fused images: write a report, print the summary."""
+    from .evaluate import EvaluationError, evaluate
+    from .report import summary_markdown, write_report
+
+    methods = _parse_fused(fused)
+    inset = _parse_inset(grid_zoom)
+    try:
+        result = evaluate(ir_dir, vis_dir, methods, metrics=metrics.split(",") if metrics else None,
+                          convention=convention, workers=workers, progress=not quiet)
+        written = write_report(result, report_dir, grid_images=_parse_grid_images(grid_images), inset=inset)
+    except (EvaluationError, *_USER_ERRORS) as error:
+        _fail(str(error))
+    for skip in result.skipped:
+        _warn(f"skipped {skip.image} [{'all methods' if skip.method == '*' else skip.method}]: {skip.reason}")
+    click.echo(summary_markdown(result, details=False), nl=False)
+    click.echo(f"report: {written['summary_md'].parent}", err=True)
+    if result.skipped:
+        sys.exit(EXIT_PARTIAL)

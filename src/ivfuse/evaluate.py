@@ -1,0 +1,243 @@
+"""Evaluate folders of fused images against their infrared/visible sources.
+
+This is the library behind ``ivfuse eval``: it pairs the IR and visible folders by file
+stem, finds each method's fused image of every pair, computes the fusion metrics (in a
+process pool with ``workers > 1``) and returns an :class:`Evaluation` that
+:mod:`ivfuse.report` writes out. Bad files never stop the run: a missing, unreadable or
+wrongly sized image skips that image for that method, with the reason recorded.
+
+Example:
+    >>> from ivfuse.evaluate import evaluate  # doctest: +SKIP
+    >>> result = evaluate("MSRS/test/ir", "MSRS/test/vi", {"average": "out/average"})  # doctest: +SKIP
+    >>> result.compared[:2]  # doctest: +SKIP
+    ['00004N', '00005N']
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ivfuse.io import ImageReadError, find_pairs, list_images, read_image
+from ivfuse.metrics.fusion import CONVENTIONS, compute_all, resolve_metric_names, to_gray255
+
+__all__ = ["Evaluation", "EvaluationError", "Skip", "evaluate", "summarize"]
+
+
+class EvaluationError(ValueError):
+    """Nothing can be evaluated (missing folder, no pairs, no readable image)."""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """An image left out for one method (``method = "*"``: for all methods)."""
+
+    method: str
+    image: str
+    reason: str
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate`.
+
+    Attributes:
+        methods: method names in the order given.
+        metrics: metric names computed.
+        convention: the metric convention used.
+        scores: ``scores[method][image][metric]`` for every image evaluated for a method.
+        compared: images evaluated for every method that has any result; summaries are
+            computed over these only, so that methods are compared on the same images.
+        skipped: images left out, with reasons.
+        notes: per-image warnings that did not skip the image (e.g. an undefined metric).
+        sources: ``image -> (ir_path, vis_path)`` of every pair found.
+        fused_paths: ``fused_paths[method][image]`` of every fused image evaluated.
+    """
+
+    methods: list[str]
+    metrics: list[str]
+    convention: str
+    scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    compared: list[str] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    sources: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    fused_paths: dict[str, dict[str, Path]] = field(default_factory=dict)
+
+    @property
+    def evaluated_methods(self) -> list[str]:
+        """Methods with at least one evaluated image."""
+        return [m for m in self.methods if self.scores.get(m)]
+
+
+def _require_folder(path: str | Path, what: str) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise EvaluationError(f"{what} folder not found: {folder}")
+    return folder
+
+
+def _evaluate_one_pair(image, ir_path, vis_path, fused_by_method, metrics, convention):
+    """Worker: metrics of one source pair against every method's fused image.
+
+    Returns ``(image, {method: scores}, [Skip], [note])``; never raises for bad files.
+    """
+    try:
+        ir, vis = to_gray255(read_image(ir_path)), to_gray255(read_image(vis_path))
+    except ImageReadError as error:
+        return image, {}, [Skip("*", image, str(error))], []
+    if ir.shape != vis.shape:
+        reason = f"IR {ir_path.name} is {ir.shape[1]}x{ir.shape[0]} but visible is {vis.shape[1]}x{vis.shape[0]}"
+        return image, {}, [Skip("*", image, reason)], []
+    scores, skips, notes = {}, [], []
+    for method, fused_path in fused_by_method.items():
+        if fused_path is None:
+            skips.append(Skip(method, image, "no fused image"))
+            continue
+        try:
+            fused = to_gray255(read_image(fused_path))
+        except ImageReadError as error:
+            skips.append(Skip(method, image, str(error)))
+            continue
+        if fused.shape != ir.shape:
+            reason = f"{fused_path} is {fused.shape[1]}x{fused.shape[0]}, sources are {ir.shape[1]}x{ir.shape[0]}"
+            skips.append(Skip(method, image, reason))
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scores[method] = compute_all(ir, vis, fused, metrics=metrics, convention=convention)
+        notes.extend(f"{method}/{image}: {w.message}" for w in caught)
+    return image, scores, skips, notes
+
+
+def evaluate(
+    ir_dir: str | Path,
+    vis_dir: str | Path,
+    fused_dirs: Mapping[str, str | Path],
+    metrics: Iterable[str] | None = None,
+    convention: str = "canonical",
+    workers: int = 1,
+    progress: bool = True,
+) -> Evaluation:
+    """Compute fusion metrics for folders of fused images.
+
+    Images are matched by file stem across extensions (``00001D.png`` in ``ir_dir`` and
+    ``vis_dir``, ``00001D.jpg`` in a method folder). Sources are read with
+    :func:`ivfuse.io.read_image` and converted with :func:`ivfuse.metrics.to_gray255`
+    (colour -> BT.601 luma; 16-bit files are rescaled to 0..255).
+
+    Args:
+        ir_dir, vis_dir: folders of infrared and visible images.
+        fused_dirs: ``{method name: folder of fused images}``.
+        metrics: metric names (case-insensitive); default all.
+        convention: "canonical", "cddfuse" or "tang".
+        workers: processes; 1 computes in this process.
+        progress: show a progress bar (tqdm, on stderr).
+
+    Returns:
+        An :class:`Evaluation`; check ``compared`` and ``skipped``.
+
+    Raises:
+        EvaluationError: a folder is missing, no IR/visible pair matches, or no image
+            could be evaluated for any method.
+
+    Example:
+        >>> result = evaluate("ir", "vi", {"gff": "fused/gff"}, metrics=["EN", "Qabf"])  # doctest: +SKIP
+        >>> result.scores["gff"]["00001D"]["EN"]  # doctest: +SKIP
+        6.61
+    """
+    if convention not in CONVENTIONS:
+        raise EvaluationError(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
+    if not fused_dirs:
+        raise EvaluationError("no fused folder given")
+    metric_names = resolve_metric_names(metrics)
+    ir_folder = _require_folder(ir_dir, "IR")
+    vis_folder = _require_folder(vis_dir, "visible")
+    listing = find_pairs(ir_folder, vis_folder)
+    if not listing.pairs:
+        raise EvaluationError(f"no IR/visible pair with matching names in {ir_folder} and {vis_folder}")
+    result = Evaluation(methods=list(fused_dirs), metrics=metric_names, convention=convention)
+    result.skipped += [Skip("*", path.stem, f"no visible image for {path}") for path in listing.only_ir]
+    result.skipped += [Skip("*", path.stem, f"no IR image for {path}") for path in listing.only_vis]
+    result.skipped += [Skip("*", path.stem, f"{path}: another file has the same name stem") for path in listing.ambiguous]
+    result.notes += [f"{path}: not an image file, ignored" for path in listing.not_images]
+    result.sources = {image: (ir_path, vis_path) for image, ir_path, vis_path in listing.pairs}
+    method_images = {}
+    for method, folder in fused_dirs.items():
+        images, not_images, ambiguous = list_images(_require_folder(folder, f"fused ({method})"))
+        ambiguous_stems = {path.stem for path in ambiguous}
+        method_images[method] = {image: path for image, path in images.items() if image not in ambiguous_stems}
+        result.skipped += [Skip(method, path.stem, f"{path}: another file has the same name stem") for path in ambiguous]
+        result.notes += [f"{path}: not an image file, ignored" for path in not_images]
+        stray = sorted(images.keys() - result.sources.keys())
+        if stray:
+            result.notes.append(f"{method}: {len(stray)} fused image(s) without a source pair ignored, e.g. {images[stray[0]]}")
+
+    tasks = [
+        (image, ir_path, vis_path, {m: method_images[m].get(image) for m in result.methods}, metric_names, convention)
+        for image, ir_path, vis_path in listing.pairs
+    ]
+    bar = tqdm(total=len(tasks), desc="evaluating", unit="image", disable=not progress)
+    outcomes = []
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_evaluate_one_pair, *task) for task in tasks]
+            for future in as_completed(futures):
+                outcomes.append(future.result())
+                bar.update()
+    else:
+        for task in tasks:
+            outcomes.append(_evaluate_one_pair(*task))
+            bar.update()
+    bar.close()
+
+    for image, scores, skips, notes in sorted(outcomes, key=lambda outcome: outcome[0]):
+        for method, values in scores.items():
+            result.scores.setdefault(method, {})[image] = values
+            result.fused_paths.setdefault(method, {})[image] = method_images[method][image]
+        result.skipped += skips
+        result.notes += notes
+    evaluated = result.evaluated_methods
+    if not evaluated:
+        raise EvaluationError("nothing could be evaluated: " + "; ".join(f"{s.image}: {s.reason}" for s in result.skipped[:3]))
+    common = set.intersection(*(set(result.scores[m]) for m in evaluated))
+    result.compared = sorted(common)
+    return result
+
+
+def summarize(result: Evaluation) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and standard deviation of each metric over the compared images.
+
+    NaN values (undefined metrics) are left out of the mean and counted.
+
+    Args:
+        result: an :class:`Evaluation`.
+
+    Returns:
+        ``summary[method][metric] = {"mean", "std", "n", "nan"}`` (std with ddof = 0),
+        for the methods with results.
+
+    Example:
+        >>> summarize(result)["gff"]["EN"]["mean"]  # doctest: +SKIP
+        6.61
+    """
+    summary = {}
+    for method in result.evaluated_methods:
+        summary[method] = {}
+        for metric in result.metrics:
+            values = np.array([result.scores[method][image][metric] for image in result.compared], dtype=np.float64)
+            defined = values[~np.isnan(values)]
+            summary[method][metric] = {
+                "mean": float(defined.mean()) if defined.size else math.nan,
+                "std": float(defined.std()) if defined.size else math.nan,
+                "n": int(defined.size),
+                "nan": int(values.size - defined.size),
+            }
+    return summary
