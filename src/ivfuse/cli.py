@@ -86,16 +86,18 @@ def fuse(ir_path, vis_path, out_path, method, weights, device, threads, extensio
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Run config (TOML), e.g. configs/content.toml.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder: log, checkpoints, final weights.")
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Run config (TOML), e.g. configs/semantic.toml.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder: logs, checkpoint, final weights.")
 @click.option("--data-root", help="Folder the config's dataset paths are relative to (overrides [data].root).")
+@click.option("--device", help="cpu, cuda or cuda:N (overrides [run].device).")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
-def train(config_path, out_dir, data_root, resume):
-    """Train the fusion network from a config file."""
+def train(config_path, out_dir, data_root, device, resume):
+    """Train the fusion (and segmentation) network from a config file; runs under torchrun too."""
     from . import train as training
 
     try:
         config = training.load_config(config_path)
-        click.echo(f"wrote {training.train(config, out_dir, resume=resume, data_root=data_root)}")
+        for path in training.train(config, out_dir, resume=resume, data_root=data_root, device=device):
+            click.echo(f"wrote {path}")
     except _USER_ERRORS as error:
         _fail(str(error))
