@@ -26,7 +26,8 @@ Process 0 logs, validates and writes files.
 
 Outputs in ``out_dir``: ``log.csv`` (one row per step), ``validation.csv`` (one row per round),
 ``checkpoint.pt`` (networks + optimizers + step; loaded with ``weights_only=True``),
-``fusion.safetensors`` and, when segmentation was trained, ``segmentation.safetensors``.
+``fusion.safetensors`` and, when segmentation was trained, ``segmentation.safetensors``; under
+torchrun also ``rank_digests.txt`` (each process's :func:`weights_digest`, which must agree).
 """
 
 from __future__ import annotations
@@ -417,15 +418,20 @@ def _start_processes(device_name: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, device
 
 
-def _record_rank_digests(out_dir: Path, rank: int, world: int, *networks: torch.nn.Module) -> None:
-    """Write every process's SHA-256 of its final weights to ``rank_digests.txt``; they must agree."""
+def weights_digest(*networks: torch.nn.Module) -> str:
+    """SHA-256 over the names and bytes of the networks' tensors: equal digests, equal weights."""
     digest = hashlib.sha256()
     for network in networks:
         for name, tensor in sorted(network.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _record_rank_digests(out_dir: Path, rank: int, world: int, *networks: torch.nn.Module) -> None:
+    """Write every process's :func:`weights_digest` to ``rank_digests.txt``; they must agree."""
     digests = [None] * world
-    dist.all_gather_object(digests, digest.hexdigest())
+    dist.all_gather_object(digests, weights_digest(*networks))
     if rank == 0:
         (out_dir / "rank_digests.txt").write_text("".join(f"{d}\n" for d in digests))
         if len(set(digests)) > 1:
