@@ -217,8 +217,9 @@ def hold_out(samples: list[Sample], count: int) -> tuple[list[Sample], list[Samp
     labelled = [sample for sample in samples if sample.label is not None]
     if count > len(labelled):
         raise ValueError(f"[data] validation_pairs = {count}, but only {len(labelled)} labelled pairs were found")
-    held = {labelled[int((i + 0.5) * len(labelled) / count)].name for i in range(count)}
-    return [s for s in samples if s.name not in held], [s for s in samples if s.name in held]
+    # By identity, not name: two dataset roots may hold the same file stem.
+    held = {id(labelled[int((i + 0.5) * len(labelled) / count)]) for i in range(count)}
+    return [s for s in samples if id(s) not in held], [s for s in samples if id(s) in held]
 
 
 def fused_rgb(fused_y: torch.Tensor, cbcr: torch.Tensor | None) -> torch.Tensor:
