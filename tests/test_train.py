@@ -137,3 +137,26 @@ def test_validation_pairs_are_held_out_of_training():
     kept, held = training.hold_out(samples, 2)
     assert len(held) == 2 and all(s.label is not None for s in held)
     assert not {s.name for s in held} & {s.name for s in kept} and len(kept) + 2 == len(samples)
+
+
+@pytest.mark.parametrize("name", ["content.toml", "semantic.toml", "tiny.toml"])
+def test_shipped_configs_load(name):
+    config = training.load_config(REPO / "configs" / name)
+    assert training.plan_phases(config.schedule)
+
+
+def test_init_fusion_is_loaded_and_the_segmentation_phase_leaves_it_untouched(tmp_path):
+    from ivfuse.models import FusionConfig, FusionNet
+    from ivfuse.serialization import save_network
+
+    tiny = training.load_config(TINY_CONFIG)
+    initial = save_network(FusionNet(tiny.model), tmp_path / "initial.safetensors")
+    schedule = dataclasses.replace(tiny.schedule, rounds=1, fusion_steps=(0,), segmentation_steps=(2,), init_fusion=str(initial))
+    config = dataclasses.replace(tiny, schedule=schedule, data=dataclasses.replace(tiny.data, validation_pairs=0))
+    training.train(config, tmp_path / "run", data_root=str(TINY_DATA))
+    assert training.weights_digest(load_network(tmp_path / "run" / "fusion.safetensors")) == training.weights_digest(load_network(initial))
+
+    other = save_network(FusionNet(FusionConfig(widths=(4, 8, 8, 16))), tmp_path / "other.safetensors")
+    config = dataclasses.replace(config, schedule=dataclasses.replace(schedule, init_fusion=str(other)))
+    with pytest.raises(ValueError, match="differs from \\[model\\]"):
+        training.train(config, tmp_path / "run2", data_root=str(TINY_DATA))
