@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -99,3 +100,36 @@ def test_empty_folders_and_unwritable_output(tmp_path):
     (tmp_path / "blocker").write_text("a file where the output folder should be")
     result = CliRunner().invoke(main, ["fuse", "--ir", str(EXAMPLES / "ir"), "--vis", str(EXAMPLES / "vi"), "-o", str(tmp_path / "blocker" / "out"), "--quiet"])
     assert result.exit_code == 2 and "cannot write" in result.stderr
+
+
+def test_segment_without_segmentation_weights_fails_with_one_line(tmp_path):
+    arguments = ["segment", "--ir", str(EXAMPLES / "ir" / "05.png"), "--vis", str(EXAMPLES / "vi" / "05.png"), "-o", str(tmp_path)]
+    result = CliRunner().invoke(main, [*arguments, "--seg-weights", str(tmp_path / "missing.safetensors")])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.safetensors'}: weights file not found"]
+
+
+def test_segment_writes_class_id_labels_and_palette_overlays(tmp_path):
+    from ivfuse.classes import PALETTE
+    from ivfuse.models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet
+    from ivfuse.serialization import save_network
+
+    fusion = save_network(FusionNet(FusionConfig(widths=(4, 8, 8, 8))), tmp_path / "fusion.safetensors")
+    segmentation = SegmentationNet(SegmentationConfig(detail_widths=(8, 8, 16), context_widths=(8, 8, 16, 16), head_width=16))
+    # Bias the head towards class 1 so the overlay must show its palette colour.
+    with torch.no_grad():
+        segmentation.head[-1].bias[1] = 100.0
+    weights = save_network(segmentation, tmp_path / "seg.safetensors")
+    ir, vis = tmp_path / "ir", tmp_path / "vi"
+    _crop(EXAMPLES / "ir" / "00055D.png", ir / "a.png")
+    _crop(EXAMPLES / "vi" / "00055D.png", vis / "a.png")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["segment", "--ir", str(ir), "--vis", str(vis), "-o", str(out), "--fusion-weights", str(fusion), "--seg-weights", str(weights), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    labels = np.array(Image.open(out / "labels" / "a.png"))
+    assert labels.shape == (96, 128) and labels.dtype == np.uint8 and (labels == 1).all()
+    overlay = np.array(Image.open(out / "overlays" / "a.png")).astype(int)
+    fused_max = 255 * 0.5 + PALETTE[1] * 0.5 + 1
+    assert overlay.shape == (96, 128, 3) and (overlay <= fused_max).all() and overlay[..., 2].mean() > 64

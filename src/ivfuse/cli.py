@@ -86,17 +86,67 @@ def fuse(ir_path, vis_path, out_path, method, weights, device, threads, extensio
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Run config (TOML), e.g. configs/content.toml.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder: log, checkpoints, final weights.")
+@click.option("--ir", "ir_path", required=True, type=click.Path(path_type=Path), help="Infrared image, or folder of them.")
+@click.option("--vis", "vis_path", required=True, type=click.Path(path_type=Path), help="Visible image, or folder (names match the IR's stems).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder: labels/ (class-id PNGs) and overlays/.")
+@click.option("--fusion-weights", type=click.Path(path_type=Path), help="Fusion weights (.safetensors); default: the shipped ones.")
+@click.option("--seg-weights", type=click.Path(path_type=Path), help="Segmentation weights (.safetensors); default: the shipped ones.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, help="CPU threads for the networks (default: PyTorch's choice).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, threads, quiet):
+    """Segment fused images: MSRS class ids as PNG (labels/) and palette overlays (overlays/)."""
+    import torch
+    from tqdm import tqdm
+
+    from .io import find_pairs, read_image, write_image
+    from .segmenter import Segmenter, overlay
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        segmenter = Segmenter(fusion_weights, seg_weights, device=device)
+        if ir_path.is_dir() and vis_path.is_dir():
+            listing = find_pairs(ir_path, vis_path)
+            for path in listing.only_ir + listing.only_vis + listing.ambiguous:
+                _warn(f"{path}: no partner with the same name in the other folder")
+            pairs = listing.pairs
+        elif ir_path.is_dir() or vis_path.is_dir():
+            raise ImageReadError(f"{ir_path if vis_path.is_dir() else vis_path}: not a folder (--ir and --vis must both be files or both folders)")
+        else:
+            pairs = [(ir_path.stem, ir_path, vis_path)]
+        failed = 0
+        for stem, ir_file, vis_file in pairs if quiet or len(pairs) == 1 else tqdm(pairs, desc="segment", unit="pair", file=sys.stderr):
+            try:
+                labels, fused = segmenter.segment(read_image(ir_file), read_image(vis_file))
+            except (ImageReadError, ValueError) as error:
+                # Read errors name their file already; a size mismatch does not.
+                _warn(str(error) if isinstance(error, ImageReadError) else f"{vis_file}: {error}")
+                failed += 1
+                continue
+            write_image(out_dir / "labels" / f"{stem}.png", labels / 255.0)
+            write_image(out_dir / "overlays" / f"{stem}.png", overlay(fused, labels))
+        click.echo(f"segmented {len(pairs) - failed} pair(s), failed {failed}; wrote {out_dir / 'labels'} and {out_dir / 'overlays'}")
+        if failed:
+            sys.exit(EXIT_FAILED if failed == len(pairs) else EXIT_PARTIAL)
+    except _USER_ERRORS as error:
+        _fail(str(error))
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Run config (TOML), e.g. configs/semantic.toml.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder: logs, checkpoint, final weights.")
 @click.option("--data-root", help="Folder the config's dataset paths are relative to (overrides [data].root).")
+@click.option("--device", help="cpu, cuda or cuda:N (overrides [run].device).")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
-def train(config_path, out_dir, data_root, resume):
-    """Train the fusion network from a config file."""
+def train(config_path, out_dir, data_root, device, resume):
+    """Train the fusion (and segmentation) network from a config file; runs under torchrun too."""
     from . import train as training
 
     try:
         config = training.load_config(config_path)
-        click.echo(f"wrote {training.train(config, out_dir, resume=resume, data_root=data_root)}")
+        for path in training.train(config, out_dir, resume=resume, data_root=data_root, device=device):
+            click.echo(f"wrote {path}")
     except _USER_ERRORS as error:
         _fail(str(error))
 

@@ -1,11 +1,12 @@
-"""Training losses: content losses that keep what both sources carry.
+"""Training losses: content losses that keep what both sources carry, and the semantic loss.
 
-All functions take ``(B, 1, H, W)`` float tensors in ``[0, 1]`` (fused Y, IR, visible Y) and
-return a scalar tensor.
+The content losses take ``(B, 1, H, W)`` float tensors in ``[0, 1]`` (fused Y, IR, visible Y)
+and return a scalar tensor. The semantic loss takes segmentation logits and class-id labels.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import kornia
@@ -63,3 +64,105 @@ def content_loss(
     terms["ssim"] = ssim_loss(fused, ir, vis_y) if weights.ssim else fused.new_zeros(())
     loss = sum(getattr(weights, name) * value for name, value in terms.items())
     return loss, {name: value.detach().item() for name, value in terms.items()}
+
+
+@dataclass(frozen=True)
+class SemanticLossConfig:
+    """Settings of the semantic loss (see :func:`semantic_loss`).
+
+    ``threshold``: pixels whose true-class probability is below it are *hard* and always kept.
+    ``min_kept_fraction``: at least this share of the valid pixels (the hardest) is kept, so
+    the loss never rests on a handful of pixels once the network is confident. A share rather
+    than a count: it means the same for any crop size, batch size or number of processes.
+    ``aux_weight``: weight of the auxiliary head's loss while training the segmentation network.
+    ``class_weights``: one weight per class (empty: all 1).
+    """
+
+    threshold: float = 0.7
+    min_kept_fraction: float = 1 / 16
+    aux_weight: float = 0.4
+    class_weights: tuple[float, ...] = ()
+
+
+def ohem_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    threshold: float = 0.7,
+    min_kept_fraction: float = 1 / 16,
+    class_weights: torch.Tensor | None = None,
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    """Cross-entropy over the hard pixels only (online hard example mining).
+
+    Background (class 0) is ~93% of MSRS label pixels and quickly becomes easy; averaging over
+    all pixels would let it drown the rare classes. Only pixels whose probability of the true
+    class is below ``threshold`` count, and at least ``ceil(min_kept_fraction * valid)`` of the
+    hardest valid pixels (ties broken by ``torch.topk``). With ``class_weights`` the kept pixels
+    are averaged with weight ``class_weights[target]``, as ``F.cross_entropy`` does.
+
+    Args:
+        logits: ``(B, K, H, W)`` float, unnormalised class scores.
+        target: ``(B, H, W)`` int64 class ids in ``[0, K)``, or ``ignore_index`` (never counted).
+        threshold: true-class probability in ``(0, 1]`` below which a pixel is hard.
+        min_kept_fraction: share in ``[0, 1]`` of the valid pixels kept at least.
+        class_weights: ``(K,)`` float, or ``None`` for equal weights.
+        ignore_index: label value of pixels to ignore (unlabelled pairs are all ``ignore_index``).
+
+    Returns:
+        Scalar float tensor; ``0`` (still attached to ``logits``) when no pixel is valid.
+
+    Example:
+        >>> logits = torch.zeros(1, 9, 4, 4)
+        >>> target = torch.full((1, 4, 4), 255)
+        >>> target[0, 0, 0] = 3
+        >>> round(float(ohem_cross_entropy(logits, target)), 4)  # log(9): one uniform pixel
+        2.1972
+    """
+    per_pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
+    valid = target != ignore_index
+    losses = per_pixel[valid]
+    if losses.numel() == 0:
+        return logits.sum() * 0.0
+    weights = class_weights.to(losses)[target[valid]] if class_weights is not None else torch.ones_like(losses)
+    # probability < threshold  <=>  -log(probability) > -log(threshold)
+    hard = losses.detach() > -math.log(threshold)
+    min_kept = min(losses.numel(), math.ceil(min_kept_fraction * losses.numel()))
+    if int(hard.sum()) < min_kept:
+        kept = torch.topk(losses.detach(), min_kept, sorted=False).indices
+        losses, weights = losses[kept], weights[kept]
+    else:
+        losses, weights = losses[hard], weights[hard]
+    return (losses * weights).sum() / weights.sum().clamp_min(torch.finfo(losses.dtype).tiny)
+
+
+def semantic_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    config: SemanticLossConfig = SemanticLossConfig(),
+    aux_logits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """OHEM cross-entropy of the main head, plus ``aux_weight`` times that of the auxiliary head.
+
+    Args:
+        logits: ``(B, K, H, W)`` main-head logits.
+        target: ``(B, H, W)`` int64 class ids, 255 where unlabelled.
+        config: threshold, minimum kept share, auxiliary weight, class weights.
+        aux_logits: ``(B, K, H, W)`` auxiliary-head logits while training the segmentation
+            network; ``None`` when the loss drives the fusion network (main head only).
+
+    Returns:
+        Scalar float tensor.
+
+    Example:
+        >>> logits, target = torch.randn(2, 9, 8, 8), torch.randint(0, 9, (2, 8, 8))
+        >>> semantic_loss(logits, target, aux_logits=logits).shape
+        torch.Size([])
+    """
+    options = dict(threshold=config.threshold, min_kept_fraction=config.min_kept_fraction)
+    if config.class_weights:
+        options["class_weights"] = torch.tensor(config.class_weights, dtype=logits.dtype, device=logits.device)
+    loss = ohem_cross_entropy(logits, target, **options)
+    if aux_logits is not None:
+        loss = loss + config.aux_weight * ohem_cross_entropy(aux_logits, target, **options)
+    return loss

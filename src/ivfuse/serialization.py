@@ -16,9 +16,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 
-from .models import FusionConfig, FusionNet
+from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet
 
-NETWORKS = {"FusionNet": (FusionNet, FusionConfig)}
+NETWORKS = {"FusionNet": (FusionNet, FusionConfig), "SegmentationNet": (SegmentationNet, SegmentationConfig)}
 
 
 class WeightsError(ValueError):

@@ -1,35 +1,61 @@
 """The training loop. A run is a config file (``configs/*.toml``) plus ``ivfuse train --config``.
 
-One readable loop: draw the batch of this step (a pure function of seed and step, see
-:mod:`ivfuse.data`), forward, loss, backward, step; log a CSV row; every few minutes write a
-checkpoint atomically. ``resume=True`` continues from the last checkpoint and, because batches
-and the learning-rate schedule depend only on the step, ends with the same weights as a run that
-was never interrupted.
+The schedule is SeAFusion's, in rounds. Round ``r`` has two phases:
 
-Outputs in ``out_dir``: ``log.csv`` (one row per step), ``checkpoint.pt`` (model + optimizer +
-step; loaded with ``weights_only=True``), ``fusion.safetensors`` (final weights).
+1. **fusion**: train the fusion network for ``fusion_steps`` with the content loss plus
+   ``semantic_weight * r`` times the semantic loss. The semantic loss is the segmentation
+   network's OHEM cross-entropy on the fused colour image of the labelled pairs of the batch; the
+   segmentation network's weights are held fixed, gradients flow through it into the fusion
+   network. Round 0 therefore is a content-only warm-up (or fine-tuning of ``init_fusion``).
+2. **segmentation**: train the segmentation network for ``segmentation_steps`` on labelled pairs,
+   fused on the fly by the current fusion network (frozen, no gradients).
+
+Then the held-out validation pairs are scored (content loss; mIoU and per-class IoU once the
+segmentation network has been trained). Content-only training is the same loop with one round
+and no segmentation steps (``configs/content.toml``).
+
+One readable loop over a global step counter: find the step's phase, draw its batch (a pure
+function of seed and step, see :mod:`ivfuse.data`), forward, loss, backward, step; log a CSV row;
+every few minutes write a checkpoint atomically. ``resume=True`` continues from the last checkpoint
+and, because batches and learning rates depend only on the step, ends with the same weights as a
+run that was never interrupted (on the CPU; CUDA kernels are not bitwise deterministic).
+
+Under ``torchrun --nproc_per_node=N`` every process draws the same batch and trains on its own
+contiguous slice of it; DistributedDataParallel averages the gradients (gloo on CPU, NCCL on GPU).
+Process 0 logs, validates and writes files.
+
+Outputs in ``out_dir``: ``log.csv`` (one row per step), ``validation.csv`` (one row per round),
+``checkpoint.pt`` (networks + optimizers + step; loaded with ``weights_only=True``),
+``fusion.safetensors`` and, when segmentation was trained, ``segmentation.safetensors``; under
+torchrun also ``rank_digests.txt`` (each process's :func:`weights_digest`, which must agree).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .color import split_luma
-from .data import Augment, draw_batch, load_pairs
-from .losses import ContentWeights, content_loss
-from .models import FusionConfig, FusionNet
-from .serialization import save_network
+from .classes import CLASS_NAMES, NUM_CLASSES
+from .color import merge_luma, split_luma
+from .data import IGNORE_INDEX, Augment, Sample, draw_batch, load_pairs
+from .losses import ContentWeights, SemanticLossConfig, content_loss, semantic_loss
+from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet
+from .serialization import load_network, save_network
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,22 +65,66 @@ else:  # pragma: no cover
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Dataset roots (each with ``ir/``, ``vi/``, optional ``label/``), relative to ``root``."""
+    """Dataset roots (each with ``ir/``, ``vi/``, optional ``label/``), relative to ``root``.
+
+    ``validation_pairs`` labelled pairs are held out of training (spread evenly over the sorted
+    labelled pairs, so day and night frames both appear) and scored after every round.
+    """
 
     root: str = "../shared/datasets"
     train: tuple[str, ...] = ("MSRS/train", "RoadScene/train")
+    validation_pairs: int = 0
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Rounds of (fusion phase, segmentation phase); see the module docstring.
+
+    ``fusion_steps`` and ``segmentation_steps`` hold one value for every round or one per round.
+    ``init_fusion``: fusion weights (``.safetensors``) to start from instead of a random network.
+    """
+
+    rounds: int = 1
+    fusion_steps: tuple[int, ...] = (3000,)
+    segmentation_steps: tuple[int, ...] = (0,)
+    semantic_weight: float = 0.0
+    init_fusion: str = ""
+
+    def __post_init__(self):
+        for name in ("fusion_steps", "segmentation_steps"):
+            steps = getattr(self, name)
+            steps = (steps,) if isinstance(steps, int) else tuple(steps)
+            if len(steps) not in (1, self.rounds) or min(steps) < 0:
+                raise ValueError(f"[schedule] {name} must be one step count >= 0 or one per round ({self.rounds})")
+            object.__setattr__(self, name, steps)
+
+    def steps_in_round(self, round_index: int) -> tuple[int, int]:
+        """``(fusion steps, segmentation steps)`` of round ``round_index``."""
+        return tuple(steps[round_index if len(steps) > 1 else 0] for steps in (self.fusion_steps, self.segmentation_steps))
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    steps: int = 3000
-    batch_size: int = 8
+    """AdamW with linear warm-up then cosine decay over all steps of one network."""
+
     lr: float = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How the run executes; ``device`` is ``cpu``, ``cuda`` or ``cuda:N`` (``--device`` overrides).
+
+    ``amp``: bfloat16 autocast on CUDA (no loss scaling needed); ignored on the CPU.
+    """
+
+    batch_size: int = 8
     seed: int = 0
     threads: int = 2
     checkpoint_minutes: float = 3.0
+    device: str = "cpu"
+    amp: bool = True
 
 
 @dataclass(frozen=True)
@@ -63,9 +133,14 @@ class RunConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: FusionConfig = field(default_factory=FusionConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     augment: Augment = field(default_factory=Augment)
     loss: ContentWeights = field(default_factory=ContentWeights)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    semantic_loss: SemanticLossConfig = field(default_factory=SemanticLossConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    fusion_optim: OptimConfig = field(default_factory=OptimConfig)
+    segmentation_optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunSettings = field(default_factory=RunSettings)
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:
@@ -73,8 +148,8 @@ def load_config(path: str | os.PathLike) -> RunConfig:
 
     Example:
         >>> config = load_config("configs/content.toml")
-        >>> config.optim.steps
-        3000
+        >>> config.schedule.fusion_steps
+        (3000,)
     """
     path = Path(path)
     try:
@@ -96,97 +171,316 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     return RunConfig(**sections)
 
 
-def learning_rate(optim: OptimConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to 5% of ``optim.lr``."""
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of global steps ``[start, start + steps)`` that trains one network."""
+
+    round: int
+    network: str  # "fusion" or "segmentation"
+    start: int
+    steps: int
+    network_start: int  # steps this network trained before the phase: drives its learning rate
+    semantic_weight: float
+
+
+def plan_phases(schedule: ScheduleConfig) -> list[Phase]:
+    """The schedule as a list of non-empty phases in training order.
+
+    Example:
+        >>> [(p.round, p.network, p.start) for p in plan_phases(ScheduleConfig(2, (10,), (5,), 0.1))]
+        [(0, 'fusion', 0), (0, 'segmentation', 10), (1, 'fusion', 15), (1, 'segmentation', 25)]
+    """
+    phases, start, trained = [], 0, {"fusion": 0, "segmentation": 0}
+    for round_index in range(schedule.rounds):
+        for network, steps in zip(("fusion", "segmentation"), schedule.steps_in_round(round_index)):
+            if steps:
+                phases.append(Phase(round_index, network, start, steps, trained[network], schedule.semantic_weight * round_index))
+                start += steps
+                trained[network] += steps
+    return phases
+
+
+def learning_rate(optim: OptimConfig, step: int, total_steps: int) -> float:
+    """Linear warm-up, then cosine decay to 5% of ``optim.lr`` at ``total_steps``."""
     if step < optim.warmup_steps:
         return optim.lr * (step + 1) / optim.warmup_steps
-    progress = (step - optim.warmup_steps) / max(1, optim.steps - optim.warmup_steps)
+    progress = (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps)
     return optim.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(config: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, data_root: str | None = None) -> Path:
-    """Train the fusion network with the content losses; returns the final weights' path."""
+def hold_out(samples: list[Sample], count: int) -> tuple[list[Sample], list[Sample]]:
+    """Split ``count`` labelled pairs, evenly spaced over the labelled ones, off for validation.
+
+    Returns:
+        ``(training, validation)``; the training list keeps its order.
+    """
+    labelled = [sample for sample in samples if sample.label is not None]
+    if count > len(labelled):
+        raise ValueError(f"[data] validation_pairs = {count}, but only {len(labelled)} labelled pairs were found")
+    # By identity, not name: two dataset roots may hold the same file stem.
+    held = {id(labelled[int((i + 0.5) * len(labelled) / count)]) for i in range(count)}
+    return [s for s in samples if id(s) not in held], [s for s in samples if id(s) in held]
+
+
+def fused_rgb(fused_y: torch.Tensor, cbcr: torch.Tensor | None) -> torch.Tensor:
+    """Fused colour image ``(B, 3, H, W)``: the visible chrominance around the fused luminance."""
+    return merge_luma(fused_y, cbcr) if cbcr is not None else fused_y.clamp(0, 1).expand(-1, 3, -1, -1)
+
+
+def train(
+    config: RunConfig,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    data_root: str | None = None,
+    device: str | None = None,
+) -> list[Path]:
+    """Run the schedule of ``config``; returns the paths of the final weights files.
+
+    Args:
+        config: the run (see :func:`load_config`).
+        out_dir: run folder for logs, checkpoint and final weights.
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists.
+        data_root: overrides ``config.data.root``.
+        device: overrides ``config.run.device``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    optim = config.optim
-    torch.set_num_threads(optim.threads)
+    run, schedule = config.run, config.schedule
+    rank, world, device = _start_processes(device or run.device)
+    if run.batch_size % world:
+        raise ValueError(f"[run] batch_size ({run.batch_size}) must be divisible by the number of processes ({world})")
+    torch.set_num_threads(run.threads)
     # Denormal floats appear as weights settle and make CPU kernels many times slower.
     torch.set_flush_denormal(True)
-    torch.manual_seed(optim.seed)
-    root = Path(data_root or config.data.root)
-    samples = load_pairs([root / folder for folder in config.data.train], labels=False)
+    torch.manual_seed(run.seed)
 
-    model = FusionNet(config.model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    root = Path(data_root or config.data.root)
+    samples, validation = hold_out(load_pairs([root / folder for folder in config.data.train]), config.data.validation_pairs)
+    labelled = [sample for sample in samples if sample.label is not None]
+    phases = plan_phases(schedule)
+    total = {name: sum(p.steps for p in phases if p.network == name) for name in ("fusion", "segmentation")}
+    if not labelled and (total["segmentation"] or schedule.semantic_weight):
+        raise ValueError("the schedule trains segmentation, but no training pair has a label/ file")
+
+    fusion = FusionNet(config.model)
+    segmentation = SegmentationNet(config.segmentation)
+    if schedule.init_fusion:
+        initial = load_network(schedule.init_fusion, expected="FusionNet")
+        if initial.config != config.model:
+            raise ValueError(f"{schedule.init_fusion}: architecture {initial.config} differs from [model] {config.model}")
+        fusion.load_state_dict(initial.state_dict())
+    fusion.to(device)
+    segmentation.to(device)
+    optimizers = {
+        "fusion": torch.optim.AdamW(fusion.parameters(), lr=config.fusion_optim.lr, weight_decay=config.fusion_optim.weight_decay),
+        "segmentation": torch.optim.AdamW(
+            segmentation.parameters(), lr=config.segmentation_optim.lr, weight_decay=config.segmentation_optim.weight_decay
+        ),
+    }
+    optim_configs = {"fusion": config.fusion_optim, "segmentation": config.segmentation_optim}
     start = 0
     checkpoint_path = out_dir / "checkpoint.pt"
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        fusion.load_state_dict(state["fusion"])
+        segmentation.load_state_dict(state["segmentation"])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(state[f"{name}_optimizer"])
         start = state["step"]
-    log = _open_log(out_dir / "log.csv", start, ["step", "lr", "loss", "intensity", "texture", "ssim", "seconds"])
+    # The network being trained runs through its DDP wrapper (gradients are averaged across
+    # processes); the frozen one is called directly, so DDP never waits for its gradients.
+    trained = {"fusion": fusion, "segmentation": segmentation}
+    if world > 1:
+        trained = {name: DistributedDataParallel(network) for name, network in trained.items()}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if run.amp and device.type == "cuda" else nullcontext()
 
-    model.train()
+    is_main = rank == 0
+    end = sum(p.steps for p in phases)
+    log = _open_log(out_dir / "log.csv", start, ["step", "round", "network", "lr", "loss", "intensity", "texture", "ssim", "semantic", "seconds"], is_main)
+    iou_columns = [f"iou_{name.replace(' ', '_')}" for name in CLASS_NAMES]
+    validation_log = _open_log(out_dir / "validation.csv", start, ["step", "round", "content_loss", "miou", *iou_columns], is_main)
     last_checkpoint = time.monotonic()
-    progress = tqdm(range(start, optim.steps), initial=start, total=optim.steps, desc="train", unit="step")
+    progress = tqdm(range(start, end), initial=start, total=end, desc="train", unit="step", disable=not is_main)
     for step in progress:
         began = time.perf_counter()
-        lr = learning_rate(optim, step)
+        phase = next(p for p in phases if p.start <= step < p.start + p.steps)
+        network_step = phase.network_start + step - phase.start
+        lr = learning_rate(optim_configs[phase.network], network_step, total[phase.network])
+        optimizer = optimizers[phase.network]
         for group in optimizer.param_groups:
             group["lr"] = lr
-        ir, vis, _ = draw_batch(samples, optim.batch_size, config.augment, optim.seed, step)
-        vis_y, _ = split_luma(vis)
-        fused = model(ir, vis_y)
-        loss, parts = content_loss(fused, ir, vis_y, config.loss)
+        fusion.train(phase.network == "fusion").requires_grad_(phase.network == "fusion")
+        segmentation.train(phase.network == "segmentation").requires_grad_(phase.network == "segmentation")
+
+        pool = samples if phase.network == "fusion" else labelled
+        batch = draw_batch(pool, run.batch_size, config.augment, run.seed, step)
+        share = slice(rank * run.batch_size // world, (rank + 1) * run.batch_size // world)
+        ir, vis, label = (tensor[share].to(device) for tensor in batch)
+        vis_y, cbcr = split_luma(vis)
+        parts = {}
+        if phase.network == "fusion":
+            with autocast:
+                fused = trained["fusion"](ir, vis_y)
+                loss, parts = content_loss(fused, ir, vis_y, config.loss)
+                has_label = (label != IGNORE_INDEX).flatten(1).any(dim=1)
+                # Unlabelled pairs of the batch give the content loss only.
+                if phase.semantic_weight and has_label.any():
+                    logits = segmentation(fused_rgb(fused, cbcr)[has_label])
+                    semantic = semantic_loss(logits, label[has_label], config.semantic_loss)
+                    loss = loss + phase.semantic_weight * semantic
+                    parts["semantic"] = semantic.item()
+        else:
+            with torch.no_grad(), autocast:
+                image = fused_rgb(fusion(ir, vis_y).float(), cbcr)
+            with autocast:
+                outputs = trained["segmentation"](image, aux=config.segmentation.aux_head)
+                logits, aux_logits = outputs if config.segmentation.aux_head else (outputs, None)
+                loss = semantic_loss(logits, label, config.semantic_loss, aux_logits)
+                parts["semantic"] = loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
         seconds = time.perf_counter() - began
-        log.writerow([step, f"{lr:.6g}", f"{loss.item():.6g}", *(f"{parts[k]:.6g}" for k in ("intensity", "texture", "ssim")), f"{seconds:.3f}"])
-        progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{optim.batch_size / seconds:.1f}")
-        if time.monotonic() - last_checkpoint > 60 * optim.checkpoint_minutes:
-            log.flush()
-            _save_checkpoint(checkpoint_path, model, optimizer, step + 1)
+        log.writerow([step, phase.round, phase.network, f"{lr:.6g}", f"{loss.item():.6g}",
+                      *(f"{parts[k]:.6g}" if k in parts else "" for k in ("intensity", "texture", "ssim", "semantic")), f"{seconds:.3f}"])
+        progress.set_postfix(phase=f"{phase.round}/{phase.network[:3]}", loss=f"{loss.item():.4f}", img_s=f"{run.batch_size / seconds:.1f}")
+        round_end = max(p.start + p.steps for p in phases if p.round == phase.round)
+        if is_main and step + 1 == round_end and validation:
+            segmentation_trained = any(p.network == "segmentation" and p.start <= step for p in phases)
+            scores = validate(fusion, segmentation if segmentation_trained else None, validation, config.loss, device)
+            validation_log.writerow([step, phase.round, f"{scores['content_loss']:.6g}", f"{scores['miou']:.4f}", *(f"{v:.4f}" for v in scores["iou"])])
+            progress.write(f"round {phase.round}: validation content loss {scores['content_loss']:.4f}, mIoU {scores['miou']:.4f}")
+        if is_main and time.monotonic() - last_checkpoint > 60 * run.checkpoint_minutes:
+            _save_checkpoint(checkpoint_path, fusion, segmentation, optimizers, step + 1, (log, validation_log))
             last_checkpoint = time.monotonic()
-    log.flush()
-    _save_checkpoint(checkpoint_path, model, optimizer, optim.steps)
-    return save_network(model.eval(), out_dir / "fusion.safetensors", steps=str(optim.steps))
+
+    outputs = []
+    if is_main:
+        _save_checkpoint(checkpoint_path, fusion, segmentation, optimizers, end, (log, validation_log))
+        provenance = {"steps": str(end), "run_config": json.dumps(dataclasses.asdict(config))}
+        outputs.append(save_network(fusion.eval(), out_dir / "fusion.safetensors", **provenance))
+        if total["segmentation"]:
+            outputs.append(save_network(segmentation.eval(), out_dir / "segmentation.safetensors", **provenance))
+    if world > 1:
+        _record_rank_digests(out_dir, rank, world, fusion, segmentation)
+        dist.destroy_process_group()
+    return outputs
 
 
-def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+@torch.no_grad()
+def validate(
+    fusion: FusionNet, segmentation: SegmentationNet | None, samples: list[Sample], weights: ContentWeights, device: torch.device
+) -> dict:
+    """Score whole held-out images (cropped to the fusion network's size multiple).
+
+    Returns:
+        ``content_loss`` (mean over images), ``miou`` (mean IoU over the classes present in
+        labels or predictions; NaN without ``segmentation``) and ``iou`` (one per class).
+    """
+    fusion.eval()
+    multiple = fusion.size_multiple
+    confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
+    content = 0.0
+    for sample in samples:
+        height, width = (side // multiple * multiple for side in sample.ir.shape[-2:])
+        ir = sample.ir[None, :, :height, :width].to(device).float() / 255
+        vis_y, cbcr = split_luma(sample.vis[None, :, :height, :width].to(device).float() / 255)
+        fused = fusion(ir, vis_y)
+        content += content_loss(fused, ir, vis_y, weights)[0].item() / len(samples)
+        if segmentation is not None:
+            segmentation.eval()
+            prediction = segmentation(fused_rgb(fused, cbcr)).argmax(1).cpu()
+            label = sample.label[:height, :width].long()
+            kept = label != IGNORE_INDEX
+            confusion += torch.bincount(label[kept] * NUM_CLASSES + prediction[0][kept], minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+    # IoU = TP / (TP + FP + FN); classes absent from labels and predictions are NaN, left out of the mean.
+    true_positive = confusion.diag().double()
+    union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
+    iou = torch.where(union > 0, true_positive / union.clamp_min(1), torch.tensor(float("nan"), dtype=torch.float64))
+    if segmentation is None:
+        iou = torch.full((NUM_CLASSES,), float("nan"), dtype=torch.float64)
+    return {"content_loss": content, "miou": float(iou.nanmean()), "iou": iou.tolist()}
+
+
+def _start_processes(device_name: str) -> tuple[int, int, torch.device]:
+    """Join the process group when launched by ``torchrun``; returns ``(rank, world size, device)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = torch.device(device_name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device_name!r} asked for, but CUDA is not available")
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def weights_digest(*networks: torch.nn.Module) -> str:
+    """SHA-256 over the names and bytes of the networks' tensors: equal digests, equal weights."""
+    digest = hashlib.sha256()
+    for network in networks:
+        for name, tensor in sorted(network.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _record_rank_digests(out_dir: Path, rank: int, world: int, *networks: torch.nn.Module) -> None:
+    """Write every process's :func:`weights_digest` to ``rank_digests.txt``; they must agree."""
+    digests = [None] * world
+    dist.all_gather_object(digests, weights_digest(*networks))
+    if rank == 0:
+        (out_dir / "rank_digests.txt").write_text("".join(f"{d}\n" for d in digests))
+        if len(set(digests)) > 1:
+            print("warning: the processes ended with different weights (see rank_digests.txt)", file=sys.stderr)
+
+
+def _save_checkpoint(path: Path, fusion, segmentation, optimizers: dict, step: int, logs) -> None:
+    # Log rows first: a resumed run keeps the rows before its checkpoint's step and redoes the rest.
+    for log in logs:
+        log.flush()
+    state = {"fusion": fusion.state_dict(), "segmentation": segmentation.state_dict(), "step": step}
+    state.update({f"{name}_optimizer": optimizer.state_dict() for name, optimizer in optimizers.items()})
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, temporary)
+        torch.save(state, temporary)
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
 
 
 class _Log:
-    """CSV writer that keeps the underlying file open and flushes on demand."""
+    """CSV writer that keeps the underlying file open and flushes on demand; a no-op off process 0."""
 
-    def __init__(self, stream, writer):
-        self.stream, self.writer = stream, writer
+    def __init__(self, stream=None):
+        self.stream = stream
+        self.writer = csv.writer(stream) if stream else None
 
     def writerow(self, row):
-        self.writer.writerow(row)
+        if self.writer:
+            self.writer.writerow(row)
 
     def flush(self):
-        self.stream.flush()
+        if self.stream:
+            self.stream.flush()
 
 
-def _open_log(path: Path, start: int, header: list[str]) -> _Log:
-    # A resumed run drops rows logged after its checkpoint: they are about to be redone.
+def _open_log(path: Path, start: int, header: list[str], active: bool = True) -> _Log:
+    if not active:
+        return _Log()
+    # A resumed run drops rows logged at or after its checkpoint's step: they are about to be redone.
     rows = []
     if start and path.exists():
         with path.open(newline="") as stream:
             rows = [row for row in csv.reader(stream)][1:]
         rows = [row for row in rows if int(row[0]) < start]
-    stream = path.open("w", newline="")
-    writer = csv.writer(stream)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return _Log(stream, writer)
+    log = _Log(path.open("w", newline=""))
+    log.writerow(header)
+    for row in rows:
+        log.writerow(row)
+    return log

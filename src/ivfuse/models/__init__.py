@@ -2,5 +2,6 @@
 
 from .fusion import FusionConfig, FusionNet
 from .interaction import CrossDomainInteraction
+from .segmentation import SegmentationConfig, SegmentationNet
 
-__all__ = ["CrossDomainInteraction", "FusionConfig", "FusionNet"]
+__all__ = ["CrossDomainInteraction", "FusionConfig", "FusionNet", "SegmentationConfig", "SegmentationNet"]

@@ -1,0 +1,195 @@
+"""The segmentation network: a light two-path (BiSeNet-like) network trained from scratch.
+
+::
+
+    RGB ─┬─ detail path:  conv/2 ─ conv/4 ─ conv/8 ────────────────┐
+         │                                                        feature fusion (1/8) ─ head ─ x8 ─ logits
+         └─ context path: stem/4 ─ /8 ─ /16 ─ /32 ─ global pool ──┘
+                                         │
+                                      aux head (training only) ─ logits
+
+* The **detail path** is a few plain 3x3 convolutions down to 1/8 resolution: wide enough in
+  space to keep the thin classes (curbs, bumps, cones) that a deep path would blur away.
+* The **context path** goes to 1/32 with cheap depthwise-separable blocks and adds the global
+  average, so each pixel sees the whole scene (road layout, day or night); an attention
+  refinement re-weights its channels from their global statistics at 1/16 and 1/32.
+* The two paths meet in a feature-fusion block (concatenate, 1x1 convolution, channel
+  attention). An optional auxiliary head on the 1/16 context features gives the context path a
+  direct training signal; it costs nothing at inference, where it is not run.
+
+Normalisation is GroupNorm, not BatchNorm: training batches are small (8 crops, fewer per process
+under DistributedDataParallel), the result does not depend on how a batch is split across
+processes, and there are no running statistics, so train and eval mode compute the same function
+(the fusion network back-propagates through this one in eval mode).
+
+Input is any RGB image ``(B, 3, H, W)`` in ``[0, 1]``: the fused colour image, or for comparisons
+the IR image (grey in three channels) or the visible image. Any ``H, W >= 32`` works: upsampling
+goes to the exact size of the finer map. Only ``torch`` is imported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """Architecture of :class:`SegmentationNet`; stored in the weights file's metadata."""
+
+    classes: int = 9
+    detail_widths: tuple[int, int, int] = (16, 32, 64)
+    context_widths: tuple[int, int, int, int] = (16, 32, 64, 96)
+    head_width: int = 64
+    aux_head: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SegmentationConfig":
+        values = dict(values)
+        for key in ("detail_widths", "context_widths"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    # Groups of 8 channels: per-group statistics stay meaningful for the narrowest layers.
+    return nn.GroupNorm(max(1, channels // 8), channels)
+
+
+class ConvNormAct(nn.Sequential):
+    """Convolution (no bias), GroupNorm, ReLU. ``groups=in_channels`` makes it depthwise.
+
+    Shape: ``(B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride))``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
+            _group_norm(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class SeparableBlock(nn.Module):
+    """Depthwise 3x3 then pointwise 1x1 convolution; residual when shape is kept.
+
+    Shape: ``(B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride))``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.depthwise = ConvNormAct(in_channels, in_channels, 3, stride, groups=in_channels)
+        self.pointwise = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), _group_norm(out_channels))
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pointwise(self.depthwise(x))
+        return F.relu(x + y) if self.residual else F.relu(y)
+
+
+class ChannelAttention(nn.Module):
+    """Re-weight channels by a sigmoid of a 1x1 convolution of their global mean (squeeze-excite).
+
+    Shape: ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gate = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.gate(x.mean(dim=(2, 3), keepdim=True)))
+
+
+class ContextPath(nn.Module):
+    """Fast downsampling to 1/32 with the global context added back; returns 1/8 and 1/16 maps.
+
+    Shape: ``(B, 3, H, W)`` -> ``(B, widths[1], H/8, W/8)`` (context for the fusion) and
+    ``(B, widths[2], H/16, W/16)`` (for the auxiliary head).
+    """
+
+    def __init__(self, widths: tuple[int, int, int, int]):
+        super().__init__()
+        w = widths
+        self.stem = nn.Sequential(ConvNormAct(3, w[0], stride=2), ConvNormAct(w[0], w[0], stride=2))
+        self.down8 = nn.Sequential(SeparableBlock(w[0], w[1], stride=2), SeparableBlock(w[1], w[1]))
+        self.down16 = nn.Sequential(SeparableBlock(w[1], w[2], stride=2), SeparableBlock(w[2], w[2]))
+        self.down32 = nn.Sequential(SeparableBlock(w[2], w[3], stride=2), SeparableBlock(w[3], w[3]))
+        self.global_context = ConvNormAct(w[3], w[3], kernel_size=1)
+        self.refine32 = nn.Sequential(ChannelAttention(w[3]), ConvNormAct(w[3], w[2], kernel_size=1))
+        self.refine16 = ChannelAttention(w[2])
+        self.merge16 = ConvNormAct(w[2], w[1])
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x8 = self.down8(self.stem(image))
+        x16 = self.down16(x8)
+        x32 = self.down32(x16)
+        x32 = x32 + self.global_context(x32.mean(dim=(2, 3), keepdim=True))
+        up16 = F.interpolate(self.refine32(x32), size=x16.shape[-2:], mode="bilinear", align_corners=False)
+        x16 = self.refine16(x16) + up16
+        context8 = F.interpolate(self.merge16(x16), size=x8.shape[-2:], mode="bilinear", align_corners=False)
+        return context8, x16
+
+
+class SegmentationHead(nn.Sequential):
+    """3x3 convolution, then 1x1 convolution to class logits (at the input's resolution / stride).
+
+    Shape: ``(B, C, h, w) -> (B, classes, h, w)``.
+    """
+
+    def __init__(self, in_channels: int, width: int, classes: int):
+        super().__init__(ConvNormAct(in_channels, width), nn.Conv2d(width, classes, 1))
+
+
+class SegmentationNet(nn.Module):
+    """RGB image -> per-pixel class logits (9 MSRS classes by default).
+
+    Args:
+        config: architecture; ``SegmentationConfig()`` is the one ``configs/semantic.toml`` trains.
+
+    Shape:
+        ``image``: ``(B, 3, H, W)`` float in ``[0, 1]``, ``H, W >= 32`` -> logits
+        ``(B, classes, H, W)`` float (unnormalised; ``argmax(1)`` gives class ids). With
+        ``aux=True`` (and ``config.aux_head``) also the auxiliary logits ``(B, classes, H, W)``.
+
+    Example:
+        >>> net = SegmentationNet()
+        >>> net(torch.rand(1, 3, 96, 128)).shape
+        torch.Size([1, 9, 96, 128])
+        >>> logits, aux_logits = net(torch.rand(1, 3, 96, 128), aux=True)
+    """
+
+    def __init__(self, config: SegmentationConfig = SegmentationConfig()):
+        super().__init__()
+        self.config = config
+        d, c = config.detail_widths, config.context_widths
+        self.detail = nn.Sequential(
+            ConvNormAct(3, d[0], stride=2), ConvNormAct(d[0], d[0]),
+            ConvNormAct(d[0], d[1], stride=2), ConvNormAct(d[1], d[1]),
+            ConvNormAct(d[1], d[2], stride=2), ConvNormAct(d[2], d[2]),
+        )
+        self.context = ContextPath(c)
+        self.fuse = nn.Sequential(ConvNormAct(d[2] + c[1], config.head_width, kernel_size=1), ChannelAttention(config.head_width))
+        self.head = SegmentationHead(config.head_width, config.head_width, config.classes)
+        self.aux_head = SegmentationHead(c[2], config.head_width // 2, config.classes) if config.aux_head else None
+
+    def forward(self, image: torch.Tensor, aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        size = image.shape[-2:]
+        detail8 = self.detail(image)
+        context8, context16 = self.context(image)
+        # The two paths round odd sizes the same way (stride-2 convolutions with padding 1).
+        logits = self.head(self.fuse(torch.cat([detail8, context8], dim=1)))
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        if not aux:
+            return logits
+        if self.aux_head is None:
+            raise ValueError("aux=True needs a network built with SegmentationConfig(aux_head=True)")
+        aux_logits = F.interpolate(self.aux_head(context16), size=size, mode="bilinear", align_corners=False)
+        return logits, aux_logits

@@ -1,0 +1,90 @@
+"""Segmentation of fused images: :class:`Segmenter` fuses a pair, then labels every pixel.
+
+Labels are the MSRS class ids (:data:`ivfuse.classes.CLASS_NAMES`); :func:`colorize` and
+:func:`overlay` draw them in the official MSRS palette.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .classes import PALETTE
+from .fuser import Fuser
+from .serialization import load_network
+
+
+def default_segmentation_weights() -> Path:
+    """Path of the segmentation weights shipped inside the package."""
+    return Path(str(resources.files("ivfuse") / "weights" / "segmentation.safetensors"))
+
+
+class Segmenter:
+    """Fuse an IR/visible pair with the fusion network, segment the fused colour image.
+
+    Args:
+        fusion_weights: fusion ``.safetensors``; ``None`` uses the shipped one.
+        segmentation_weights: segmentation ``.safetensors``; ``None`` uses the shipped one.
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ...).
+
+    Raises:
+        WeightsError: a weights file is missing, corrupt or of another network (one line naming it).
+
+    Example:
+        >>> segmenter = Segmenter()
+        >>> labels, fused = segmenter.segment(np.random.rand(480, 640), np.random.rand(480, 640, 3))
+        >>> labels.shape, labels.dtype, fused.shape
+        ((480, 640), dtype('uint8'), (480, 640, 3))
+    """
+
+    def __init__(
+        self,
+        fusion_weights: str | os.PathLike | None = None,
+        segmentation_weights: str | os.PathLike | None = None,
+        *,
+        device: str = "cpu",
+    ):
+        # Segmentation weights first: until trained ones ship, they are the file most likely missing.
+        path = Path(segmentation_weights) if segmentation_weights is not None else default_segmentation_weights()
+        self.network = load_network(path, expected="SegmentationNet")
+        self.fuser = Fuser(fusion_weights, device=device)
+        self.network.to(self.fuser.device)
+
+    def segment(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class ids of the fused image of one pair.
+
+        Args:
+            ir: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` float in ``[0, 1]``.
+            vis: ``(H, W)`` grey or ``(H, W, 3)`` RGB float in ``[0, 1]``, same size.
+
+        Returns:
+            ``(labels, fused)``: ``(H, W)`` uint8 class ids and the fused image ``(H, W, 3)``
+            float32 in ``[0, 1]`` (grey repeated in three channels for a grey visible image).
+        """
+        fused = self.fuser.fuse(ir, vis)
+        if fused.ndim == 2:
+            fused = np.repeat(fused[..., None], 3, axis=2)
+        with torch.inference_mode():
+            image = torch.from_numpy(np.ascontiguousarray(fused)).permute(2, 0, 1)[None].to(self.fuser.device)
+            labels = self.network(image).argmax(1)[0].to(torch.uint8).cpu().numpy()
+        return labels, fused
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """Class ids ``(H, W)`` -> RGB ``(H, W, 3)`` float in ``[0, 1]`` in the MSRS palette.
+
+    Example:
+        >>> colorize(np.array([[0, 1]], np.uint8))[0, 1] * 255
+        array([ 64.,   0., 128.], dtype=float32)
+    """
+    return PALETTE[labels].astype(np.float32) / 255
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """Palette colours blended over ``image`` ``(H, W, 3)`` in ``[0, 1]``; class 0 stays unpainted."""
+    painted = (labels > 0)[..., None] * opacity
+    return (image * (1 - painted) + colorize(labels) * painted).astype(np.float32)

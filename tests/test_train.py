@@ -1,0 +1,162 @@
+"""The training loop on configs/tiny.toml (a few seconds per run, one thread per process)."""
+
+import csv
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ivfuse import train as training
+from ivfuse.serialization import load_network
+
+from .conftest import REPO
+
+TINY_CONFIG = REPO / "configs" / "tiny.toml"
+TINY_DATA = REPO / "tests" / "data" / "tiny"
+
+
+def _command(*arguments: str) -> list[str]:
+    return [sys.executable, *arguments]
+
+
+def _environment() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def _train_arguments(out) -> list[str]:
+    return ["-m", "ivfuse", "train", "--config", str(TINY_CONFIG), "--data-root", str(TINY_DATA), "--out", str(out)]
+
+
+def _rows(path) -> list[dict]:
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def _assert_same_weights(first, second):
+    for name in ("fusion.safetensors", "segmentation.safetensors"):
+        a, b = load_network(first / name).state_dict(), load_network(second / name).state_dict()
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}: {key} differs"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The tiny schedule run start to end in a subprocess, as a user would run it."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run(_command(*_train_arguments(out)), env=_environment(), check=True, capture_output=True, cwd=REPO)
+    return out
+
+
+def test_tiny_schedule_trains_both_networks_and_logs_every_step_and_round(uninterrupted):
+    config = training.load_config(TINY_CONFIG)
+    phases = training.plan_phases(config.schedule)
+    steps = sum(p.steps for p in phases)
+    rows = _rows(uninterrupted / "log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(steps))
+    assert {r["network"] for r in rows} == {"fusion", "segmentation"}
+    # Round 0 fusion is content-only; later fusion phases add the semantic loss.
+    assert all(r["semantic"] == "" for r in rows if r["round"] == "0" and r["network"] == "fusion")
+    assert any(r["semantic"] != "" for r in rows if r["round"] == "2" and r["network"] == "fusion")
+    validation = _rows(uninterrupted / "validation.csv")
+    assert [r["round"] for r in validation] == ["0", "1", "2"]
+    assert all(0.0 <= float(r["miou"]) <= 1.0 for r in validation)
+    assert load_network(uninterrupted / "fusion.safetensors", expected="FusionNet").config == config.model
+    assert load_network(uninterrupted / "segmentation.safetensors", expected="SegmentationNet").config == config.segmentation
+
+
+def test_sigkill_at_a_random_moment_then_resume_ends_with_the_same_weights(uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    process = subprocess.Popen(_command(*_train_arguments(out)), env=_environment(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (out / "checkpoint.pt").exists():
+            assert process.poll() is None, "the run ended before writing a checkpoint"
+            time.sleep(0.02)
+        time.sleep(random.uniform(0.0, 1.0))
+        assert process.poll() is None, "the run finished before it could be killed"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert not (out / "segmentation.safetensors").exists()
+    subprocess.run(_command(*_train_arguments(out), "--resume"), env=_environment(), check=True, capture_output=True, cwd=REPO)
+    _assert_same_weights(uninterrupted, out)
+    columns = ("step", "network", "lr", "loss", "semantic")
+    assert [[r[c] for c in columns] for r in _rows(out / "log.csv")] == [[r[c] for c in columns] for r in _rows(uninterrupted / "log.csv")]
+    assert _rows(out / "validation.csv") == _rows(uninterrupted / "validation.csv")
+
+
+def test_two_processes_under_torchrun_end_with_identical_weights(tmp_path):
+    out = tmp_path / "ddp"
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(_command(*launcher, *_train_arguments(out)), env=_environment(), capture_output=True, text=True, cwd=REPO, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = (out / "rank_digests.txt").read_text().split()
+    assert len(digests) == 2 and digests[0] == digests[1]
+    saved = training.weights_digest(load_network(out / "fusion.safetensors"), load_network(out / "segmentation.safetensors"))
+    assert digests[0] == saved
+
+
+def test_content_only_config_trains_the_fusion_network_alone(tmp_path):
+    config = training.load_config(REPO / "configs" / "content.toml")
+    assert config.schedule.segmentation_steps == (0,) and config.schedule.semantic_weight == 0
+    # The shipped content-only schedule, shortened and on the tiny data.
+    config = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, train=("MSRS", "RoadScene")),
+        model=training.load_config(TINY_CONFIG).model,
+        augment=dataclasses.replace(config.augment, crop_size=64),
+        schedule=dataclasses.replace(config.schedule, fusion_steps=(3,)),
+        run=dataclasses.replace(config.run, batch_size=2, threads=1),
+    )
+    outputs = training.train(config, tmp_path, data_root=str(TINY_DATA))
+    assert [path.name for path in outputs] == ["fusion.safetensors"]
+    assert [r["network"] for r in _rows(tmp_path / "log.csv")] == ["fusion"] * 3
+    assert not (tmp_path / "segmentation.safetensors").exists()
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[schedule]\nrounds = 2\nfusion_step = 3\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) in \[schedule\]: fusion_step"):
+        training.load_config(path)
+    path.write_text("[schedule]\nrounds = 2\nfusion_steps = [1, 2, 3]\n")
+    with pytest.raises(ValueError, match="one per round"):
+        training.load_config(path)
+
+
+def test_validation_pairs_are_held_out_of_training():
+    from ivfuse.data import load_pairs
+
+    samples = load_pairs([TINY_DATA / "MSRS", TINY_DATA / "RoadScene"])
+    kept, held = training.hold_out(samples, 2)
+    assert len(held) == 2 and all(s.label is not None for s in held)
+    assert not {s.name for s in held} & {s.name for s in kept} and len(kept) + 2 == len(samples)
+
+
+@pytest.mark.parametrize("name", ["content.toml", "semantic.toml", "tiny.toml"])
+def test_shipped_configs_load(name):
+    config = training.load_config(REPO / "configs" / name)
+    assert training.plan_phases(config.schedule)
+
+
+def test_init_fusion_is_loaded_and_the_segmentation_phase_leaves_it_untouched(tmp_path):
+    from ivfuse.models import FusionConfig, FusionNet
+    from ivfuse.serialization import save_network
+
+    tiny = training.load_config(TINY_CONFIG)
+    initial = save_network(FusionNet(tiny.model), tmp_path / "initial.safetensors")
+    schedule = dataclasses.replace(tiny.schedule, rounds=1, fusion_steps=(0,), segmentation_steps=(2,), init_fusion=str(initial))
+    config = dataclasses.replace(tiny, schedule=schedule, data=dataclasses.replace(tiny.data, validation_pairs=0))
+    training.train(config, tmp_path / "run", data_root=str(TINY_DATA))
+    assert training.weights_digest(load_network(tmp_path / "run" / "fusion.safetensors")) == training.weights_digest(load_network(initial))
+
+    other = save_network(FusionNet(FusionConfig(widths=(4, 8, 8, 16))), tmp_path / "other.safetensors")
+    config = dataclasses.replace(config, schedule=dataclasses.replace(schedule, init_fusion=str(other)))
+    with pytest.raises(ValueError, match="differs from \\[model\\]"):
+        training.train(config, tmp_path / "run2", data_root=str(TINY_DATA))
