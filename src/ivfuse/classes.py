@@ -17,3 +17,5 @@ PALETTE = np.array(
     dtype=np.uint8,
 )
 NUM_CLASSES = len(CLASS_NAMES)
+#: Label value that no loss or metric counts (also used for the pixels of unlabelled pairs).
+IGNORE_INDEX = 255

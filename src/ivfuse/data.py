@@ -19,10 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .classes import IGNORE_INDEX
 from .io import ImageReadError, find_pairs, list_images, read_image
 
-IGNORE_INDEX = 255
-"""Label value that no loss or metric counts (also used for pixels of unlabelled pairs)."""
 
 
 @dataclass

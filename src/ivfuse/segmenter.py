@@ -77,11 +77,17 @@ class Segmenter:
 def colorize(labels: np.ndarray) -> np.ndarray:
     """Class ids ``(H, W)`` -> RGB ``(H, W, 3)`` float in ``[0, 1]`` in the MSRS palette.
 
+    Ids outside the classes (e.g. the ignore value 255 of a label file) are white.
+
     Example:
         >>> colorize(np.array([[0, 1]], np.uint8))[0, 1] * 255
         array([ 64.,   0., 128.], dtype=float32)
     """
-    return PALETTE[labels].astype(np.float32) / 255
+    labels = np.asarray(labels)
+    rgb = np.full(labels.shape + (3,), 255, dtype=np.uint8)
+    known = (labels >= 0) & (labels < len(PALETTE))
+    rgb[known] = PALETTE[labels[known]]
+    return rgb.astype(np.float32) / 255
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.ndarray:

@@ -45,15 +45,17 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .classes import CLASS_NAMES, NUM_CLASSES
+from .classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from .color import merge_luma, split_luma
-from .data import IGNORE_INDEX, Augment, Sample, draw_batch, load_pairs
+from .data import Augment, Sample, draw_batch, load_pairs
 from .losses import ContentWeights, SemanticLossConfig, content_loss, semantic_loss
+from .metrics.segmentation import confusion_matrix, segmentation_scores
 from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet
 from .serialization import load_network, save_network
 
@@ -381,7 +383,7 @@ def validate(
     """
     fusion.eval()
     multiple = fusion.size_multiple
-    confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     content = 0.0
     for sample in samples:
         height, width = (side // multiple * multiple for side in sample.ir.shape[-2:])
@@ -391,17 +393,12 @@ def validate(
         content += content_loss(fused, ir, vis_y, weights)[0].item() / len(samples)
         if segmentation is not None:
             segmentation.eval()
-            prediction = segmentation(fused_rgb(fused, cbcr)).argmax(1).cpu()
-            label = sample.label[:height, :width].long()
-            kept = label != IGNORE_INDEX
-            confusion += torch.bincount(label[kept] * NUM_CLASSES + prediction[0][kept], minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
-    # IoU = TP / (TP + FP + FN); classes absent from labels and predictions are NaN, left out of the mean.
-    true_positive = confusion.diag().double()
-    union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
-    iou = torch.where(union > 0, true_positive / union.clamp_min(1), torch.tensor(float("nan"), dtype=torch.float64))
+            prediction = segmentation(fused_rgb(fused, cbcr)).argmax(1)[0].cpu().numpy()
+            confusion += confusion_matrix(sample.label[:height, :width].numpy(), prediction)
     if segmentation is None:
-        iou = torch.full((NUM_CLASSES,), float("nan"), dtype=torch.float64)
-    return {"content_loss": content, "miou": float(iou.nanmean()), "iou": iou.tolist()}
+        return {"content_loss": content, "miou": float("nan"), "iou": [float("nan")] * NUM_CLASSES}
+    scores = segmentation_scores(confusion)
+    return {"content_loss": content, "miou": scores["miou"], "iou": scores["iou"]}
 
 
 def _start_processes(device_name: str) -> tuple[int, int, torch.device]:

@@ -49,8 +49,3 @@ def test_bad_values_are_reported():
         S.confusion_matrix(np.array([0, 1]), np.array([0, 255]))
     with pytest.raises(ValueError, match="shape"):
         S.confusion_matrix(np.zeros((2, 2), int), np.zeros((2, 3), int))
-
-
-def test_colorize_uses_palette():
-    rgb = S.colorize(np.array([[0, 8, 255]]))
-    assert rgb.tolist() == [[[0, 0, 0], [192, 64, 0], [255, 255, 255]]]

@@ -26,13 +26,12 @@ from ivfuse.metrics.segmentation import (
     IGNORE_INDEX,
     NUM_CLASSES,
     PALETTE,
-    colorize,
     confusion_matrix,
     segmentation_scores,
 )
 
 __all__ = [
     "CLASS_NAMES", "CONVENTIONS", "HIGHER_IS_BETTER", "IGNORE_INDEX", "METRIC_NAMES", "MetricUndefinedWarning",
-    "NUM_CLASSES", "PALETTE", "ag", "cc", "colorize", "compute_all", "confusion_matrix", "en", "mi", "nabf",
+    "NUM_CLASSES", "PALETTE", "ag", "cc", "compute_all", "confusion_matrix", "en", "mi", "nabf",
     "psnr", "qabf", "resolve_metric_names", "scd", "sd", "segmentation_scores", "sf", "ssim", "to_gray255", "vif",
 ]

@@ -17,19 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CLASS_NAMES", "IGNORE_INDEX", "NUM_CLASSES", "PALETTE", "colorize", "confusion_matrix", "segmentation_scores"]
+from ..classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE
 
-#: MSRS (MFNet) class names, index = class id.
-CLASS_NAMES = ("unlabelled", "car", "person", "bike", "curve", "car stop", "guardrail", "color cone", "bump")
-#: Official MSRS palette, RGB per class id.
-PALETTE = np.array(
-    [(0, 0, 0), (64, 0, 128), (64, 64, 0), (0, 128, 192), (0, 0, 192),
-     (128, 128, 0), (64, 64, 128), (192, 128, 128), (192, 64, 0)],
-    dtype=np.uint8,
-)
-NUM_CLASSES = len(CLASS_NAMES)
-#: Label value excluded from every count.
-IGNORE_INDEX = 255
+__all__ = ["CLASS_NAMES", "IGNORE_INDEX", "NUM_CLASSES", "PALETTE", "confusion_matrix", "segmentation_scores"]
 
 
 def _check_ids(ids: np.ndarray, what: str, num_classes: int, allow_ignore: bool) -> None:
@@ -114,24 +104,3 @@ def segmentation_scores(conf: np.ndarray) -> dict:
         "class_accuracy": class_accuracy.tolist(),
         "mean_class_accuracy": nanmean(class_accuracy),
     }
-
-
-def colorize(label: np.ndarray) -> np.ndarray:
-    """Colour a class-id map with the MSRS palette (255 and unknown ids become white).
-
-    Args:
-        label: HxW integer class ids.
-
-    Returns:
-        HxWx3 uint8 RGB.
-
-    Example:
-        >>> import numpy as np
-        >>> colorize(np.array([[1]])).tolist()
-        [[[64, 0, 128]]]
-    """
-    label = np.asarray(label)
-    rgb = np.full(label.shape + (3,), 255, dtype=np.uint8)
-    known = (label >= 0) & (label < NUM_CLASSES)
-    rgb[known] = PALETTE[label[known]]
-    return rgb
