@@ -5,7 +5,7 @@
 #   e.g. benchmarks/fusion_quality.sh ../shared/datasets/MSRS/test runs/quality/MSRS --workers 2
 #
 # SPLIT_DIR holds ir/ and vi/. Fused images go to OUT_DIR/fused/<method>/ (reused when present:
-# delete a folder to refuse it), the report to OUT_DIR/report/. Set IVFUSE="python -m ivfuse"
+# delete a folder to redo it), the report to OUT_DIR/report/. Set IVFUSE="python -m ivfuse"
 # to run from a source checkout without installing.
 set -euo pipefail
 split=$1 out=$2

@@ -6,7 +6,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from ivfuse import fuser
 from ivfuse.cli import main
+from ivfuse.io import WriteError
 
 from .conftest import EXAMPLES
 
@@ -78,8 +80,8 @@ def test_single_pair_to_a_file_with_16bit_output(tmp_path):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--ir", "missing_dir", "--vis", str(EXAMPLES / "vi")], "missing_dir: not a folder"),
-        (["--ir", str(EXAMPLES / "ir" / "nope.png"), "--vis", str(EXAMPLES / "vi" / "05.png")], "nope.png: no such file"),
+        (["--ir", "missing_dir", "--vis", str(EXAMPLES / "vi")], "missing_dir: no such file or folder"),
+        (["--ir", str(EXAMPLES / "ir" / "nope.png"), "--vis", str(EXAMPLES / "vi" / "05.png")], "nope.png: no such file or folder"),
         (["--weights", "absent.safetensors"], "absent.safetensors: weights file not found"),
     ],
 )
@@ -133,3 +135,41 @@ def test_segment_writes_class_id_labels_and_palette_overlays(tmp_path):
     overlay = np.array(Image.open(out / "overlays" / "a.png")).astype(int)
     fused_max = 255 * 0.5 + PALETTE[1] * 0.5 + 1
     assert overlay.shape == (96, 128, 3) and (overlay <= fused_max).all() and overlay[..., 2].mean() > 64
+
+
+def test_a_write_failure_mid_folder_is_reported_per_pair_and_exits_1(tmp_path, monkeypatch):
+    ir, vis, out = tmp_path / "ir", tmp_path / "vi", tmp_path / "out"
+    for stem in ("00004N", "00055D"):
+        _crop(EXAMPLES / "ir" / f"{stem}.png", ir / f"{stem}.png", 64, 64)
+        _crop(EXAMPLES / "vi" / f"{stem}.png", vis / f"{stem}.png", 64, 64)
+    original_write = fuser.write_image
+
+    def disk_full_for_second_pair(path, image, **kwargs):
+        if "00055D" in str(path):
+            raise WriteError(f"{path}: cannot write (No space left on device)")
+        return original_write(path, image, **kwargs)
+
+    monkeypatch.setattr(fuser, "write_image", disk_full_for_second_pair)
+    result = CliRunner().invoke(main, ["fuse", "--ir", str(ir), "--vis", str(vis), "-o", str(out), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "00055D.png: cannot write (No space left on device)" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["00004N.png"]
+
+
+def test_a_stem_used_twice_is_not_paired(tmp_path):
+    ir, vis = tmp_path / "ir", tmp_path / "vi"
+    _crop(EXAMPLES / "ir" / "00004N.png", ir / "a.png", 32, 32)
+    _crop(EXAMPLES / "ir" / "00004N.png", ir / "a.jpg", 32, 32)
+    _crop(EXAMPLES / "vi" / "00004N.png", vis / "a.png", 32, 32)
+    _crop(EXAMPLES / "ir" / "05.png", ir / "b.png", 32, 32)
+    _crop(EXAMPLES / "vi" / "05.png", vis / "b.png", 32, 32)
+    result = CliRunner().invoke(main, ["fuse", "--ir", str(ir), "--vis", str(vis), "-o", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 1
+    assert "a.jpg: no partner" in result.stderr and "a.png: no partner" in result.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b.png"]
+
+
+def test_16bit_output_to_jpeg_is_refused_before_any_work(tmp_path):
+    result = CliRunner().invoke(main, ["fuse", "--ir", str(EXAMPLES / "ir"), "--vis", str(EXAMPLES / "vi"), "-o", str(tmp_path / "o"), "--bits", "16", "--format", "jpg"])
+    assert result.exit_code == 2 and "--bits 16 needs --format png" in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -127,3 +127,23 @@ def test_nothing_to_evaluate_exits_non_zero(folders, tmp_path):
     assert outcome.exit_code != 0 and "NAME=DIR" in outcome.output
     with pytest.raises(EvaluationError, match="folder not found"):
         evaluate(tmp_path / "nope", folders / "vi", {"x": folders / "gff"})
+
+
+def test_images_too_small_for_vif_give_nan_not_a_crash(tmp_path):
+    for sub in ("ir", "vi", "tiny"):
+        (tmp_path / sub).mkdir()
+    rng = np.random.default_rng(0)
+    for sub in ("ir", "vi", "tiny"):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(tmp_path / sub / "small.png")
+    result = evaluate(tmp_path / "ir", tmp_path / "vi", {"tiny": tmp_path / "tiny"}, metrics=["EN", "VIF"], progress=False)
+    scores = result.scores["tiny"]["small"]
+    assert np.isfinite(scores["EN"]) and np.isnan(scores["VIF"])
+    assert any("VIF undefined" in note for note in result.notes)
+
+
+def test_unknown_grid_image_writes_no_report(folders, tmp_path):
+    arguments = ["eval", "--ir", str(folders / "ir"), "--vis", str(folders / "vi"), "--fused", f"average={folders / 'average'}",
+                 "-o", str(tmp_path / "report"), "--metrics", "EN", "--grid-images", "no_such_image", "--quiet"]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 2 and "no_such_image" in result.stderr
+    assert not (tmp_path / "report").exists()

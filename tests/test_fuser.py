@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from ivfuse import Fuser
+from ivfuse.baselines import BASELINES
+from ivfuse.color import split_luma
 from ivfuse.io import read_image
 
 from .conftest import EXAMPLES
@@ -69,16 +71,33 @@ def test_tiled_fusion_matches_untiled_away_from_seams(night_pair):
     ir, vis = night_pair
     whole = Fuser().fuse(ir, vis, grey=True)
     tiled = Fuser(tile_size=256, tile_overlap=64).fuse(ir, vis, grey=True)
-    difference = np.abs(whole - tiled) * 255
-    # The CDIIM's attention is global, so tiles see less context: close, not identical.
-    assert np.median(difference) < 1.0
-    assert np.percentile(difference, 99) < 6.0
+    # Tiles start at 0, 192, 384 (rows: 0, 192, 224); their overlaps are blended. Away from the
+    # overlap bands every pixel comes from one tile. The CDIIM's attention is global, so a tile
+    # sees less context than the whole image: close, not identical.
+    away = np.ones_like(whole, dtype=bool)
+    for start in (192, 224):
+        away[start - 8 : start + 64 + 8, :] = False
+    for start in (192, 384):
+        away[:, start - 8 : start + 64 + 8] = False
+    difference = np.abs(whole - tiled)[away] * 255
+    assert difference.max() < 3.0 and difference.mean() < 0.5
 
 
-def test_baselines_keep_size_and_colour(night_pair):
+@pytest.mark.parametrize("method", sorted(BASELINES))
+def test_baselines_keep_size_and_visible_colour(night_pair, method):
     ir, vis = (image[:101, :203] for image in night_pair)
-    for method in ("average", "max"):
-        assert Fuser(method=method).fuse(ir, vis).shape == (101, 203, 3)
+    fused = Fuser(method=method).fuse(ir, vis)
+    assert fused.shape == (101, 203, 3)
+    to_chroma = lambda image: split_luma(torch.from_numpy(image).permute(2, 0, 1)[None])[1]
+    fused_chroma, vis_chroma = to_chroma(fused), to_chroma(vis)
+    # Chroma is the visible one, up to rounding and clipping where the fused luminance saturates.
+    assert (fused_chroma - vis_chroma).abs().median() * 255 < 0.5
+
+
+def test_integer_arrays_are_refused(fuser, night_pair):
+    ir, vis = night_pair
+    with pytest.raises(ValueError, match="ir must be a float array"):
+        fuser.fuse(np.rint(ir * 255).astype(np.uint8), vis)
 
 
 def test_unknown_method_and_bad_tiles_are_refused():

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from ivfuse import io
-from ivfuse.io import ImageReadError, ImageWriteError, find_pairs, read_image, write_image
+from ivfuse.io import ImageReadError, WriteError, find_pairs, read_image, write_image
 
 from .conftest import EXAMPLES
 
@@ -79,14 +79,14 @@ def test_failed_write_leaves_neither_output_nor_temporary(tmp_path, monkeypatch)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(ImageWriteError, match="out.png: cannot write"):
+    with pytest.raises(WriteError, match="out.png: cannot write"):
         write_image(tmp_path / "out.png", np.zeros((4, 4), np.float32))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_write_into_a_path_below_a_file_fails_cleanly(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ImageWriteError, match="cannot write"):
+    with pytest.raises(WriteError, match="cannot write"):
         write_image(tmp_path / "file" / "out.png", np.zeros((4, 4), np.float32))
 
 
@@ -110,3 +110,22 @@ def test_find_pairs_matches_stems_across_extensions(tmp_path):
 def test_find_pairs_on_missing_folder():
     with pytest.raises(ImageReadError, match="nowhere: no such folder"):
         find_pairs(Path("nowhere"), EXAMPLES / "vi")
+
+
+def test_labels_are_read_as_class_ids_and_bad_values_named(tmp_path):
+    ids = np.array([[0, 1, 8], [255, 2, 3]], np.uint8)
+    Image.fromarray(ids).save(tmp_path / "ok.png")
+    np.testing.assert_array_equal(io.read_label(tmp_path / "ok.png"), ids)
+    Image.fromarray(np.array([[0, 9, 12]], np.uint8)).save(tmp_path / "bad.png")
+    with pytest.raises(ImageReadError, match=r"bad.png: label values outside 0..8 and 255: \[9, 12\]"):
+        io.read_label(tmp_path / "bad.png")
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(ImageReadError, match="rgb.png: cannot read label"):
+        io.read_label(tmp_path / "rgb.png")
+
+
+def test_read_pair_refuses_different_sizes(tmp_path):
+    Image.fromarray(np.zeros((4, 5), np.uint8)).save(tmp_path / "ir.png")
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "vi.png")
+    with pytest.raises(ImageReadError, match=r"vi.png: size 6x4 differs from IR .*ir.png \(5x4\)"):
+        io.read_pair(tmp_path / "ir.png", tmp_path / "vi.png")

@@ -3,9 +3,8 @@ import pickle
 import pytest
 import torch
 
-from ivfuse.fuser import default_weights
 from ivfuse.models import FusionConfig, FusionNet
-from ivfuse.serialization import WeightsError, load_network, read_metadata, save_network
+from ivfuse.serialization import WeightsError, load_network, read_metadata, save_network, shipped_weights
 
 
 def test_shipped_weights_load_without_pickle(monkeypatch):
@@ -15,7 +14,7 @@ def test_shipped_weights_load_without_pickle(monkeypatch):
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(torch, "load", refuse)
-    network = load_network(default_weights(), expected="FusionNet")
+    network = load_network(shipped_weights("fusion"), expected="FusionNet")
     assert isinstance(network, FusionNet) and not network.training
 
 

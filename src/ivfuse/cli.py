@@ -11,11 +11,12 @@ from pathlib import Path
 
 import click
 
-from .io import IMAGE_EXTENSIONS, ImageReadError, ImageWriteError
+from .io import IMAGE_EXTENSIONS, ImageReadError
 from .serialization import WeightsError
 
 EXIT_PARTIAL, EXIT_FAILED = 1, 2
-_USER_ERRORS = (ImageReadError, ImageWriteError, WeightsError, ValueError)
+# OSError: e.g. a report or run folder that cannot be created; the message names the path.
+_USER_ERRORS = (ImageReadError, WeightsError, ValueError, OSError)
 
 
 def _fail(message: str) -> None:
@@ -40,7 +41,7 @@ def main() -> None:
 @click.option("--method", default="cdiim", show_default=True, help="cdiim (the network) or a classical baseline: average, max, laplacian, dwt, gff.")
 @click.option("--weights", type=click.Path(path_type=Path), help="Fusion weights (.safetensors); default: the shipped ones.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, help="CPU threads for the network (default: PyTorch's choice).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the network (default: PyTorch's choice).")
 @click.option("--format", "extension", type=click.Choice([e.lstrip(".") for e in IMAGE_EXTENSIONS]), default="png", show_default=True, help="Output format for folders.")
 @click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True, help="Output bit depth (16: PNG, or TIFF for grey).")
 @click.option("--grey", is_flag=True, help="Write the fused luminance only, even for colour visible images.")
@@ -50,31 +51,20 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def fuse(ir_path, vis_path, out_path, method, weights, device, threads, extension, bits, grey, bit16, tile_size, skip_existing, quiet):
     """Fuse an IR/visible pair, or every pair of two folders."""
-    import torch
-    from tqdm import tqdm
-
     from .fuser import Fuser, fuse_folder, fuse_pair_files
 
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     try:
+        folders = _inputs_are_folders(ir_path, vis_path)
+        if folders and bits == "16" and extension not in ("png", "tif", "tiff"):
+            raise ValueError(f"--bits 16 needs --format png (or tif for grey output), not {extension}")
         fuser = Fuser(weights, device=device, method=method, tile_size=tile_size)
-        if ir_path.is_dir() or vis_path.is_dir():
-            for path in (ir_path, vis_path):
-                if not path.is_dir():
-                    raise ImageReadError(f"{path}: not a folder (--ir and --vis must both be files or both folders)")
-            progress = None if quiet else (lambda pairs: tqdm(pairs, desc="fuse", unit="pair", file=sys.stderr))
+        if folders:
             report = fuse_folder(
                 fuser, ir_path, vis_path, out_path, extension=f".{extension}", bits=int(bits), grey=grey,
-                bit16=bit16, skip_existing=skip_existing, on_error=_warn, progress=progress,
+                bit16=bit16, skip_existing=skip_existing, on_error=_warn, progress=_progress("fuse", quiet),
             )
-            for path in report.unmatched:
-                _warn(f"{path}: no partner with the same name in the other folder")
-            for path in report.ignored:
-                _warn(f"{path}: not an image file, skipped")
-            click.echo(report.summary())
-            if not report.ok:
-                sys.exit(EXIT_FAILED if not (report.written or report.skipped) else EXIT_PARTIAL)
+            _finish_folder(report, "fused")
             return
         target = out_path / f"{ir_path.stem}.{extension}" if out_path.suffix.lower() not in IMAGE_EXTENSIONS else out_path
         if skip_existing and target.exists():
@@ -92,45 +82,64 @@ def fuse(ir_path, vis_path, out_path, method, weights, device, threads, extensio
 @click.option("--fusion-weights", type=click.Path(path_type=Path), help="Fusion weights (.safetensors); default: the shipped ones.")
 @click.option("--seg-weights", type=click.Path(path_type=Path), help="Segmentation weights (.safetensors); default: the shipped ones.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, help="CPU threads for the networks (default: PyTorch's choice).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the networks (default: PyTorch's choice).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, threads, quiet):
     """Segment fused images: MSRS class ids as PNG (labels/) and palette overlays (overlays/)."""
-    import torch
-    from tqdm import tqdm
+    from .fuser import process_folder
+    from .segmenter import Segmenter, segment_pair_files
 
-    from .io import find_pairs, read_image, write_image
-    from .segmenter import Segmenter, overlay
-
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     try:
+        folders = _inputs_are_folders(ir_path, vis_path)
         segmenter = Segmenter(fusion_weights, seg_weights, device=device)
-        if ir_path.is_dir() and vis_path.is_dir():
-            listing = find_pairs(ir_path, vis_path)
-            for path in listing.only_ir + listing.only_vis + listing.ambiguous:
-                _warn(f"{path}: no partner with the same name in the other folder")
-            pairs = listing.pairs
-        elif ir_path.is_dir() or vis_path.is_dir():
-            raise ImageReadError(f"{ir_path if vis_path.is_dir() else vis_path}: not a folder (--ir and --vis must both be files or both folders)")
-        else:
-            pairs = [(ir_path.stem, ir_path, vis_path)]
-        failed = 0
-        for stem, ir_file, vis_file in pairs if quiet or len(pairs) == 1 else tqdm(pairs, desc="segment", unit="pair", file=sys.stderr):
-            try:
-                labels, fused = segmenter.segment(read_image(ir_file), read_image(vis_file))
-            except (ImageReadError, ValueError) as error:
-                # Read errors name their file already; a size mismatch does not.
-                _warn(str(error) if isinstance(error, ImageReadError) else f"{vis_file}: {error}")
-                failed += 1
-                continue
-            write_image(out_dir / "labels" / f"{stem}.png", labels / 255.0)
-            write_image(out_dir / "overlays" / f"{stem}.png", overlay(fused, labels))
-        click.echo(f"segmented {len(pairs) - failed} pair(s), failed {failed}; wrote {out_dir / 'labels'} and {out_dir / 'overlays'}")
-        if failed:
-            sys.exit(EXIT_FAILED if failed == len(pairs) else EXIT_PARTIAL)
+
+        def segment_one(stem: str, ir_file: Path, vis_file: Path) -> Path:
+            return segment_pair_files(segmenter, ir_file, vis_file, out_dir, stem)
+
+        if folders:
+            report = process_folder(ir_path, vis_path, segment_one, on_error=_warn, progress=_progress("segment", quiet))
+            _finish_folder(report, "segmented")
+            return
+        click.echo(f"wrote {segment_one(ir_path.stem, ir_path, vis_path)}")
     except _USER_ERRORS as error:
         _fail(str(error))
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _inputs_are_folders(ir_path: Path, vis_path: Path) -> bool:
+    """True for two folders, False for two files; anything else is an error naming the path."""
+    for path in (ir_path, vis_path):
+        if not path.exists():
+            raise ImageReadError(f"{path}: no such file or folder")
+    if ir_path.is_dir() != vis_path.is_dir():
+        raise ImageReadError(f"{ir_path if vis_path.is_dir() else vis_path}: not a folder (--ir and --vis must both be files or both folders)")
+    return ir_path.is_dir()
+
+
+def _progress(verb: str, quiet: bool):
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return lambda pairs: tqdm(pairs, desc=verb, unit="pair", file=sys.stderr)
+
+
+def _finish_folder(report, verb: str) -> None:
+    """Warn about what was not paired, print the summary, exit 1 (partial) or 2 (nothing) on failures."""
+    for path in report.unmatched:
+        _warn(f"{path}: no partner with the same name in the other folder (or its name is used twice)")
+    for path in report.ignored:
+        _warn(f"{path}: not an image file, skipped")
+    click.echo(report.summary(verb))
+    if not report.ok:
+        sys.exit(EXIT_FAILED if not (report.written or report.skipped) else EXIT_PARTIAL)
 
 
 @main.command()

@@ -7,7 +7,19 @@ Cb and Cr offset by 0.5. kornia does the arithmetic.
 from __future__ import annotations
 
 import kornia
+import numpy as np
 import torch
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """An image array as a batch of one: ``(H, W)`` or ``(H, W, C)`` -> ``(1, C, H, W)`` float32.
+
+    Example:
+        >>> to_tensor(np.zeros((4, 5, 3))).shape
+        torch.Size([1, 3, 4, 5])
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    return tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
 
 
 def rgb_to_luma(image: torch.Tensor) -> torch.Tensor:
@@ -84,3 +96,9 @@ def merge_luma(y: torch.Tensor, cbcr: torch.Tensor | None) -> torch.Tensor:
     if cbcr is None:
         return y.clamp(0.0, 1.0)
     return kornia.color.ycbcr_to_rgb(torch.cat([y, cbcr], dim=1)).clamp(0.0, 1.0)
+
+
+def merge_luma_rgb(y: torch.Tensor, cbcr: torch.Tensor | None) -> torch.Tensor:
+    """:func:`merge_luma`, always as ``(B, 3, H, W)`` RGB (grey repeated): what RGB networks take."""
+    merged = merge_luma(y, cbcr)
+    return merged if merged.shape[1] == 3 else merged.expand(-1, 3, -1, -1)

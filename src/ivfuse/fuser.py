@@ -11,30 +11,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .color import infrared_to_grey, merge_luma, split_luma
-from .io import ImageReadError, find_pairs, read_image, write_image
-from .serialization import load_network
+from .color import infrared_to_grey, merge_luma, split_luma, to_tensor
+from .io import ImageReadError, WriteError, find_pairs, read_pair, write_image
+from .serialization import load_network, shipped_weights
 
 NETWORK_METHOD = "cdiim"
-
-
-def default_weights() -> Path:
-    """Path of the fusion weights shipped inside the package."""
-    return Path(str(resources.files("ivfuse") / "weights" / "fusion.safetensors"))
-
-
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    """``(H, W)`` or ``(H, W, C)`` float array -> ``(1, C, H, W)`` float32 tensor."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    return tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
 
 
 class Fuser:
@@ -77,7 +66,7 @@ class Fuser:
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if method == NETWORK_METHOD:
-            self.weights = Path(weights) if weights is not None else default_weights()
+            self.weights = Path(weights) if weights is not None else shipped_weights("fusion")
             self.network = load_network(self.weights, expected="FusionNet").to(self.device, memory_format=self.memory_format)
             self.baseline = None
         else:
@@ -100,13 +89,17 @@ class Fuser:
             float32 in ``[0, 1]``: ``(H, W, 3)`` if ``vis`` is RGB and not ``grey``, else ``(H, W)``.
 
         Raises:
-            ValueError: the two images differ in size (they are never resized).
+            ValueError: the two images differ in size (they are never resized), or an array is
+                not floating point (integer images would be read as far too bright).
         """
+        for name, image in (("ir", ir), ("vis", vis)):
+            if not np.issubdtype(np.asarray(image).dtype, np.floating):
+                raise ValueError(f"{name} must be a float array in [0, 1], got {np.asarray(image).dtype}; use ivfuse.io.read_image or divide by 255")
         if ir.shape[:2] != vis.shape[:2]:
             raise ValueError(f"IR is {ir.shape[1]}x{ir.shape[0]} but visible is {vis.shape[1]}x{vis.shape[0]}; pairs must be registered and of equal size")
         with torch.inference_mode():
-            ir_grey = infrared_to_grey(_to_tensor(ir).to(self.device))
-            vis_y, cbcr = split_luma(_to_tensor(vis).to(self.device))
+            ir_grey = infrared_to_grey(to_tensor(ir).to(self.device))
+            vis_y, cbcr = split_luma(to_tensor(vis).to(self.device))
             fused = merge_luma(self.fuse_luma(ir_grey, vis_y), None if grey else cbcr)
         fused = fused[0].permute(1, 2, 0).cpu().numpy()
         return fused[..., 0] if fused.shape[2] == 1 else fused
@@ -170,7 +163,7 @@ def _ramp(length: int, overlap: int, fade_in: bool, fade_out: bool, device: torc
 
 @dataclass
 class FolderReport:
-    """Outcome of :func:`fuse_folder`: what was written, skipped and why pairs failed."""
+    """Outcome of a folder run (:func:`fuse_folder`, ``ivfuse segment``): what was written and why pairs failed."""
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
@@ -181,14 +174,14 @@ class FolderReport:
 
     @property
     def ok(self) -> bool:
-        """True when every pair found was fused (or skipped) and nothing was left unpaired."""
+        """True when every pair found was processed (or skipped) and nothing was left unpaired."""
         return not (self.failed or self.unmatched)
 
-    def summary(self) -> str:
+    def summary(self, verb: str = "fused") -> str:
         done = len(self.written)
         per_pair = f" ({self.seconds / done:.3f} s/pair)" if done else ""
         return (
-            f"fused {done} pair(s), skipped {len(self.skipped)}, failed {len(self.failed)}, "
+            f"{verb} {done} pair(s), skipped {len(self.skipped)}, failed {len(self.failed)}, "
             f"unmatched {len(self.unmatched)} in {self.seconds:.1f} s{per_pair}"
         )
 
@@ -200,12 +193,53 @@ def fuse_pair_files(
 
     Raises:
         ImageReadError: an input is unreadable or the pair's sizes differ (message names the files).
-        ImageWriteError: the output cannot be written.
+        WriteError: the output cannot be written.
     """
-    ir, vis = read_image(ir_path, bit16=bit16), read_image(vis_path, bit16=bit16)
-    if ir.shape[:2] != vis.shape[:2]:
-        raise ImageReadError(f"{vis_path}: size {vis.shape[1]}x{vis.shape[0]} differs from IR {ir_path} ({ir.shape[1]}x{ir.shape[0]})")
+    ir, vis = read_pair(ir_path, vis_path, bit16=bit16)
     return write_image(out_path, fuser.fuse(ir, vis, grey=grey), bits=bits)
+
+
+def process_folder(
+    ir_dir: str | os.PathLike,
+    vis_dir: str | os.PathLike,
+    process: Callable[[str, Path, Path], Path],
+    *,
+    skip: Callable[[str], Path | None] | None = None,
+    on_error: Callable[[str], None] | None = None,
+    progress: Callable | None = None,
+) -> FolderReport:
+    """Run ``process(stem, ir_path, vis_path) -> written path`` on every pair of two folders.
+
+    A pair that fails (unreadable file, sizes differ, output not writable) is recorded in
+    ``report.failed`` with its one-line message and the rest are still processed; outputs
+    already written stay. Files without an image extension are skipped (``report.ignored``).
+
+    Args:
+        skip: returns the existing output of a pair to skip it, or ``None`` to process it.
+        on_error: called with each one-line error message as it happens (the CLI prints them).
+        progress: wraps the pair list for a progress display, e.g. ``tqdm``.
+
+    Raises:
+        ImageReadError: a folder is missing or holds no pairs at all.
+    """
+    began = time.perf_counter()
+    listing = find_pairs(ir_dir, vis_dir)
+    report = FolderReport(unmatched=listing.only_ir + listing.only_vis + listing.ambiguous, ignored=listing.not_images)
+    if not listing.pairs:
+        raise ImageReadError(f"{ir_dir} and {vis_dir}: no image pairs with matching names")
+    for stem, ir_path, vis_path in progress(listing.pairs) if progress else listing.pairs:
+        existing = skip(stem) if skip else None
+        if existing is not None:
+            report.skipped.append(existing)
+            continue
+        try:
+            report.written.append(process(stem, ir_path, vis_path))
+        except (ImageReadError, WriteError) as error:
+            report.failed.append(str(error))
+            if on_error:
+                on_error(str(error))
+    report.seconds = time.perf_counter() - began
+    return report
 
 
 def fuse_folder(
@@ -219,18 +253,14 @@ def fuse_folder(
     grey: bool = False,
     bit16: str = "full",
     skip_existing: bool = False,
-    on_error=None,
-    progress=None,
+    on_error: Callable[[str], None] | None = None,
+    progress: Callable | None = None,
 ) -> FolderReport:
     """Fuse every pair of two folders (matched by file stem) into ``out_dir/<stem><extension>``.
 
-    A pair that fails (unreadable file, sizes differ) is recorded in ``report.failed`` and the
-    rest are still fused; images already written stay. Files without an image extension are
-    skipped (``report.ignored``).
-
-    Args:
-        on_error: called with each one-line error message as it happens (the CLI prints them).
-        progress: wraps the pair list for a progress display, e.g. ``tqdm``.
+    Failures are per pair, as in :func:`process_folder`; ``skip_existing`` skips pairs whose
+    output exists, which resumes an interrupted run (outputs are written atomically, so an
+    existing file is complete).
 
     Raises:
         ImageReadError: a folder is missing or holds no pairs at all.
@@ -240,22 +270,13 @@ def fuse_folder(
         >>> report.summary()  # doctest: +SKIP
         'fused 3 pair(s), skipped 0, failed 0, unmatched 0 in 0.9 s (0.300 s/pair)'
     """
-    began = time.perf_counter()
-    listing = find_pairs(ir_dir, vis_dir)
-    report = FolderReport(unmatched=listing.only_ir + listing.only_vis + listing.ambiguous, ignored=listing.not_images)
-    if not listing.pairs:
-        raise ImageReadError(f"{ir_dir} and {vis_dir}: no image pairs with matching names")
-    pairs = progress(listing.pairs) if progress else listing.pairs
-    for stem, ir_path, vis_path in pairs:
-        out_path = Path(out_dir) / f"{stem}{extension}"
-        if skip_existing and out_path.exists():
-            report.skipped.append(out_path)
-            continue
-        try:
-            report.written.append(fuse_pair_files(fuser, ir_path, vis_path, out_path, bits=bits, grey=grey, bit16=bit16))
-        except ImageReadError as error:
-            report.failed.append(str(error))
-            if on_error:
-                on_error(str(error))
-    report.seconds = time.perf_counter() - began
-    return report
+    out_dir = Path(out_dir)
+
+    def existing_output(stem: str) -> Path | None:
+        path = out_dir / f"{stem}{extension}"
+        return path if skip_existing and path.exists() else None
+
+    def fuse_one(stem: str, ir_path: Path, vis_path: Path) -> Path:
+        return fuse_pair_files(fuser, ir_path, vis_path, out_dir / f"{stem}{extension}", bits=bits, grey=grey, bit16=bit16)
+
+    return process_folder(ir_dir, vis_dir, fuse_one, skip=existing_output, on_error=on_error, progress=progress)

@@ -1,7 +1,8 @@
-"""Reading and writing images, finding IR/visible pairs in folders, atomic writes.
+"""Reading and writing images and labels, finding IR/visible pairs in folders, atomic writes.
 
 Everything inside ivfuse works on ``float32`` arrays in ``[0, 1]``: ``(H, W)`` for grey images,
-``(H, W, 3)`` for colour images. This module is the only place that knows about files.
+``(H, W, 3)`` for colour images. Every output file of ivfuse (images, weights, checkpoints,
+reports) is written through :func:`atomic_write`.
 
 16-bit images (radiometric thermal cameras write 16-bit PNG/TIFF) are mapped to ``[0, 1]`` in
 one of two ways, chosen with ``bit16``:
@@ -22,11 +23,16 @@ import os
 import struct
 import tempfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .classes import IGNORE_INDEX, NUM_CLASSES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 BIT16_MODES = ("full", "minmax")
@@ -37,8 +43,8 @@ class ImageReadError(ValueError):
     """An input image is missing, unreadable or unusable; the message names the file."""
 
 
-class ImageWriteError(OSError):
-    """An output image could not be written; the message names the file."""
+class WriteError(OSError):
+    """An output file could not be written; the message names the file."""
 
 
 def read_image(path: str | os.PathLike, *, bit16: str = "full") -> np.ndarray:
@@ -71,6 +77,51 @@ def read_image(path: str | os.PathLike, *, bit16: str = "full") -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         reason = str(error).split("\n")[0] or type(error).__name__
         raise ImageReadError(f"{path}: cannot read image ({reason})") from None
+
+
+def read_pair(ir_path: str | os.PathLike, vis_path: str | os.PathLike, *, bit16: str = "full") -> tuple[np.ndarray, np.ndarray]:
+    """Read an IR/visible pair with :func:`read_image` and check that both have the same size.
+
+    Raises:
+        ImageReadError: either file is unreadable, or the sizes differ (never resized): the
+            message names both files.
+    """
+    ir, vis = read_image(ir_path, bit16=bit16), read_image(vis_path, bit16=bit16)
+    if ir.shape[:2] != vis.shape[:2]:
+        raise ImageReadError(
+            f"{vis_path}: size {vis.shape[1]}x{vis.shape[0]} differs from IR {ir_path} ({ir.shape[1]}x{ir.shape[0]})"
+        )
+    return ir, vis
+
+
+def read_label(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Read a segmentation label file: one class id per pixel.
+
+    Args:
+        path: 8-bit single-channel (``L``) or palette (``P``) PNG whose values are class ids.
+        num_classes: ids must lie in ``0..num_classes-1`` or be :data:`IGNORE_INDEX`.
+
+    Returns:
+        ``(H, W)`` uint8 class ids.
+
+    Raises:
+        ImageReadError: missing, unreadable, not a single-channel 8-bit image, or ids out of range.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "P"):
+                raise ValueError(f"a label must be an 8-bit single-channel image, not mode {image.mode}")
+            ids = np.array(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        reason = str(error).split("\n")[0] or type(error).__name__
+        raise ImageReadError(f"{path}: cannot read label ({reason})") from None
+    bad = np.unique(ids[(ids >= num_classes) & (ids != IGNORE_INDEX)])
+    if bad.size:
+        raise ImageReadError(f"{path}: label values outside 0..{num_classes - 1} and {IGNORE_INDEX}: {bad[:10].tolist()}")
+    return ids
 
 
 def _to_float(image: Image.Image, bit16: str) -> np.ndarray:
@@ -109,7 +160,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) ->
         bits: 8, or 16 (PNG, or TIFF for grey images).
 
     Raises:
-        ImageWriteError: the folder is not writable, or the format cannot hold the data.
+        WriteError: the folder is not writable, or the format cannot hold the data.
 
     Example:
         >>> write_image("out/fused.png", np.zeros((4, 4, 3), np.float32))
@@ -118,24 +169,46 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) ->
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _PIL_FORMATS:
-        raise ImageWriteError(f"{path}: unsupported output format {suffix or '(none)'}; use one of {', '.join(IMAGE_EXTENSIONS)}")
+        raise WriteError(f"{path}: unsupported output format {suffix or '(none)'}; use one of {', '.join(IMAGE_EXTENSIONS)}")
     if bits not in (8, 16):
-        raise ImageWriteError(f"{path}: bits must be 8 or 16, got {bits}")
+        raise WriteError(f"{path}: bits must be 8 or 16, got {bits}")
     if bits == 16 and not (suffix == ".png" or (suffix in (".tif", ".tiff") and image.ndim == 2)):
-        raise ImageWriteError(f"{path}: 16-bit output needs .png (or .tif for grey images)")
+        raise WriteError(f"{path}: 16-bit output needs .png (or .tif for grey images)")
     levels = np.round(np.clip(image, 0.0, 1.0) * (255 if bits == 8 else 65535))
     levels = levels.astype(np.uint8 if bits == 8 else np.uint16)
+    with atomic_write(path) as stream:
+        if bits == 16 and levels.ndim == 3:
+            stream.write(_encode_png_rgb16(levels))
+        else:
+            Image.fromarray(levels).save(stream, format=_PIL_FORMATS[suffix])
+    return path
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a binary stream whose content appears at ``path`` only once it is complete.
+
+    Writes to a temporary file in the same folder, flushes it to disk, gives it the permissions
+    a plain ``open`` would, and renames it over ``path``. On any error the temporary file is
+    removed and ``path`` is left as it was: an interrupted run never leaves a half-written file.
+
+    Raises:
+        WriteError: the folder cannot be created or written (message names ``path``).
+
+    Example:
+        >>> with atomic_write("out/notes.txt") as stream:
+        ...     stream.write(b"done")
+        4
+    """
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
-        raise ImageWriteError(f"{path}: cannot write ({error.strerror or error})") from None
+        raise WriteError(f"{path}: cannot write ({error.strerror or error})") from None
     try:
         with os.fdopen(handle, "wb") as stream:
-            if bits == 16 and levels.ndim == 3:
-                stream.write(_encode_png_rgb16(levels))
-            else:
-                Image.fromarray(levels).save(stream, format=_PIL_FORMATS[suffix])
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         # mkstemp creates the file private (0600); give it the permissions a plain open() would.
@@ -143,10 +216,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, bits: int = 8) ->
         os.replace(temporary, path)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise ImageWriteError(f"{path}: cannot write ({error.strerror or error})") from None
+        if isinstance(error, OSError) and not isinstance(error, WriteError):
+            raise WriteError(f"{path}: cannot write ({error.strerror or error})") from None
         raise
-    return path
 
 
 def _umask() -> int:
@@ -184,8 +256,8 @@ def list_images(folder: str | os.PathLike) -> tuple[dict[str, Path], list[Path],
 
     Returns:
         ``(by_stem, not_images, ambiguous)``: files with an image extension keyed by file stem;
-        files without one (skipped, never read); files whose stem occurs twice (``a.png`` and
-        ``a.jpg``), which cannot be paired unambiguously.
+        files without one (skipped, never read); all files of a stem that occurs more than once
+        (``a.png`` and ``a.jpg``), which cannot be paired unambiguously and are left out.
 
     Raises:
         ImageReadError: the folder does not exist.
@@ -193,18 +265,18 @@ def list_images(folder: str | os.PathLike) -> tuple[dict[str, Path], list[Path],
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageReadError(f"{folder}: no such folder")
-    by_stem: dict[str, Path] = {}
-    not_images, ambiguous = [], []
+    by_stem: dict[str, list[Path]] = {}
+    not_images = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or not entry.is_file():
             continue
-        if entry.suffix.lower() not in IMAGE_EXTENSIONS:
-            not_images.append(entry)
-        elif entry.stem in by_stem:
-            ambiguous.append(entry)
+        if entry.suffix.lower() in IMAGE_EXTENSIONS:
+            by_stem.setdefault(entry.stem, []).append(entry)
         else:
-            by_stem[entry.stem] = entry
-    return by_stem, not_images, ambiguous
+            not_images.append(entry)
+    unique = {stem: files[0] for stem, files in by_stem.items() if len(files) == 1}
+    ambiguous = [path for files in by_stem.values() if len(files) > 1 for path in files]
+    return unique, not_images, ambiguous
 
 
 def find_pairs(ir_dir: str | os.PathLike, vis_dir: str | os.PathLike) -> PairListing:

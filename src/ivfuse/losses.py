@@ -13,6 +13,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from .classes import IGNORE_INDEX
 from .models.fusion import sobel_magnitude
 
 
@@ -91,7 +92,7 @@ def ohem_cross_entropy(
     threshold: float = 0.7,
     min_kept_fraction: float = 1 / 16,
     class_weights: torch.Tensor | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Cross-entropy over the hard pixels only (online hard example mining).
 

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ivfuse.evaluate import Evaluation, summarize  # noqa: E402
-from ivfuse.io import read_image  # noqa: E402
+from ivfuse.io import atomic_write, read_image  # noqa: E402
 from ivfuse.metrics.fusion import HIGHER_IS_BETTER  # noqa: E402
 
 __all__ = [
@@ -132,13 +133,12 @@ def write_summary_csv(result: Evaluation, path: str | Path) -> None:
     """
     summary = summarize(result)
     best = best_methods(summary)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "metric", "mean", "std", "n", "nan", "best"])
-        for method, stats in summary.items():
-            for metric in result.metrics:
-                s = stats[metric]
-                writer.writerow([method, metric, repr(s["mean"]), repr(s["std"]), s["n"], s["nan"], int(method in best.get(metric, ()))])
+    rows = [["method", "metric", "mean", "std", "n", "nan", "best"]]
+    for method, stats in summary.items():
+        for metric in result.metrics:
+            s = stats[metric]
+            rows.append([method, metric, repr(s["mean"]), repr(s["std"]), s["n"], s["nan"], int(method in best.get(metric, ()))])
+    _write_csv(path, rows)
 
 
 def write_per_image_csv(result: Evaluation, path: str | Path) -> None:
@@ -152,12 +152,24 @@ def write_per_image_csv(result: Evaluation, path: str | Path) -> None:
         >>> write_per_image_csv(result, "report/per_image.csv")  # doctest: +SKIP
     """
     compared = set(result.compared)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "image", "in_summary", *result.metrics])
-        for method in result.evaluated_methods:
-            for image, scores in sorted(result.scores[method].items()):
-                writer.writerow([method, image, int(image in compared), *(repr(scores[m]) for m in result.metrics)])
+    rows = [["method", "image", "in_summary", *result.metrics]]
+    for method in result.evaluated_methods:
+        for image, scores in sorted(result.scores[method].items()):
+            rows.append([method, image, int(image in compared), *(repr(scores[m]) for m in result.metrics)])
+    _write_csv(path, rows)
+
+
+def _write_csv(path: str | Path, rows: list[list]) -> None:
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    with atomic_write(path) as stream:
+        stream.write(text.getvalue().encode("utf-8"))
+
+
+def _save_figure(figure, path: str | Path, dpi: int) -> None:
+    with atomic_write(path) as stream:
+        figure.savefig(stream, format="png", dpi=dpi)
+    plt.close(figure)
 
 
 def write_bar_charts(result: Evaluation, folder: str | Path) -> list[Path]:
@@ -189,8 +201,7 @@ def write_bar_charts(result: Evaluation, folder: str | Path) -> list[Path]:
         axes.set_title(f"{metric} ({result.convention}, {direction}, n = {len(result.compared)})", fontsize=9)
         figure.tight_layout()
         path = folder / f"{metric}.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
+        _save_figure(figure, path, dpi=110)
         written.append(path)
     return written
 
@@ -276,8 +287,7 @@ def write_figure_grid(
                 axes[row, column].set_title(columns[column], fontsize=9)
         axes[row, 0].set_ylabel(image, fontsize=8)
     figure.tight_layout(pad=0.3)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save_figure(figure, path, dpi=120)
     return Path(path)
 
 
@@ -303,7 +313,7 @@ def write_report(
         >>> write_report(result, "report", grid_images=["00001D", "00004N"])  # doctest: +SKIP
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    grid_choice = choose_grid_images(result, grid_images)  # bad names fail here, before any file is written
     written = {
         "per_image": folder / "per_image.csv",
         "summary_md": folder / "summary.md",
@@ -311,10 +321,11 @@ def write_report(
         "bars": folder / "bars",
     }
     write_per_image_csv(result, written["per_image"])
-    written["summary_md"].write_text(summary_markdown(result), encoding="utf-8")
+    with atomic_write(written["summary_md"]) as stream:
+        stream.write(summary_markdown(result).encode("utf-8"))
     write_summary_csv(result, written["summary_csv"])
     write_bar_charts(result, written["bars"])
-    grid = write_figure_grid(result, folder / "figure_grid.png", choose_grid_images(result, grid_images), inset)
+    grid = write_figure_grid(result, folder / "figure_grid.png", grid_choice, inset)
     if grid is not None:
         written["figure_grid"] = grid
     return written

@@ -7,7 +7,6 @@ Labels are the MSRS class ids (:data:`ivfuse.classes.CLASS_NAMES`); :func:`color
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,8 @@ import torch
 
 from .classes import PALETTE
 from .fuser import Fuser
-from .serialization import load_network
-
-
-def default_segmentation_weights() -> Path:
-    """Path of the segmentation weights shipped inside the package."""
-    return Path(str(resources.files("ivfuse") / "weights" / "segmentation.safetensors"))
+from .io import read_pair, write_image
+from .serialization import load_network, shipped_weights
 
 
 class Segmenter:
@@ -49,7 +44,7 @@ class Segmenter:
         device: str = "cpu",
     ):
         # Segmentation weights first: until trained ones ship, they are the file most likely missing.
-        path = Path(segmentation_weights) if segmentation_weights is not None else default_segmentation_weights()
+        path = Path(segmentation_weights) if segmentation_weights is not None else shipped_weights("segmentation")
         self.network = load_network(path, expected="SegmentationNet")
         self.fuser = Fuser(fusion_weights, device=device)
         self.network.to(self.fuser.device)
@@ -94,3 +89,20 @@ def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.n
     """Palette colours blended over ``image`` ``(H, W, 3)`` in ``[0, 1]``; class 0 stays unpainted."""
     painted = (labels > 0)[..., None] * opacity
     return (image * (1 - painted) + colorize(labels) * painted).astype(np.float32)
+
+
+def segment_pair_files(segmenter: Segmenter, ir_path: Path, vis_path: Path, out_dir: Path, stem: str) -> Path:
+    """Segment one pair of files; write ``out_dir/labels/<stem>.png`` (class ids) and
+    ``out_dir/overlays/<stem>.png`` (palette over the fused image), both atomically.
+
+    Returns:
+        The label file's path.
+
+    Raises:
+        ImageReadError: an input is unreadable or the pair's sizes differ (message names the files).
+        WriteError: an output cannot be written.
+    """
+    labels, fused = segmenter.segment(*read_pair(ir_path, vis_path))
+    label_path = write_image(out_dir / "labels" / f"{stem}.png", labels / 255.0)
+    write_image(out_dir / "overlays" / f"{stem}.png", overlay(fused, labels))
+    return label_path

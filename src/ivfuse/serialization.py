@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from importlib import resources
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as safetensors_bytes
 
+from .io import atomic_write
 from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet
 
 NETWORKS = {"FusionNet": (FusionNet, FusionConfig), "SegmentationNet": (SegmentationNet, SegmentationConfig)}
+
+
+def shipped_weights(network: str) -> Path:
+    """Path of the weights shipped inside the package: ``"fusion"`` or ``"segmentation"``."""
+    return Path(str(resources.files("ivfuse") / "weights" / f"{network}.safetensors"))
 
 
 class WeightsError(ValueError):
@@ -33,16 +40,10 @@ def save_network(network: torch.nn.Module, path: str | os.PathLike, **metadata: 
         PosixPath('fusion.safetensors')
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
     info = {"network": type(network).__name__, "config": json.dumps(network.config.to_dict()), **metadata}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=info)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with atomic_write(path) as stream:
+        stream.write(safetensors_bytes(tensors, metadata=info))
     return path
 
 

@@ -35,11 +35,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -52,8 +52,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from .color import merge_luma, split_luma
+from .color import merge_luma_rgb, split_luma
 from .data import Augment, Sample, draw_batch, load_pairs
+from .io import atomic_write
 from .losses import ContentWeights, SemanticLossConfig, content_loss, semantic_loss
 from .metrics.segmentation import confusion_matrix, segmentation_scores
 from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet
@@ -224,11 +225,6 @@ def hold_out(samples: list[Sample], count: int) -> tuple[list[Sample], list[Samp
     return [s for s in samples if id(s) not in held], [s for s in samples if id(s) in held]
 
 
-def fused_rgb(fused_y: torch.Tensor, cbcr: torch.Tensor | None) -> torch.Tensor:
-    """Fused colour image ``(B, 3, H, W)``: the visible chrominance around the fused luminance."""
-    return merge_luma(fused_y, cbcr) if cbcr is not None else fused_y.clamp(0, 1).expand(-1, 3, -1, -1)
-
-
 def train(
     config: RunConfig,
     out_dir: str | os.PathLike,
@@ -328,13 +324,13 @@ def train(
                 has_label = (label != IGNORE_INDEX).flatten(1).any(dim=1)
                 # Unlabelled pairs of the batch give the content loss only.
                 if phase.semantic_weight and has_label.any():
-                    logits = segmentation(fused_rgb(fused, cbcr)[has_label])
+                    logits = segmentation(merge_luma_rgb(fused, cbcr)[has_label])
                     semantic = semantic_loss(logits, label[has_label], config.semantic_loss)
                     loss = loss + phase.semantic_weight * semantic
                     parts["semantic"] = semantic.item()
         else:
             with torch.no_grad(), autocast:
-                image = fused_rgb(fusion(ir, vis_y).float(), cbcr)
+                image = merge_luma_rgb(fusion(ir, vis_y).float(), cbcr)
             with autocast:
                 outputs = trained["segmentation"](image, aux=config.segmentation.aux_head)
                 logits, aux_logits = outputs if config.segmentation.aux_head else (outputs, None)
@@ -361,6 +357,8 @@ def train(
     outputs = []
     if is_main:
         _save_checkpoint(checkpoint_path, fusion, segmentation, optimizers, end, (log, validation_log))
+        log.close()
+        validation_log.close()
         provenance = {"steps": str(end), "run_config": json.dumps(dataclasses.asdict(config))}
         outputs.append(save_network(fusion.eval(), out_dir / "fusion.safetensors", **provenance))
         if total["segmentation"]:
@@ -393,7 +391,7 @@ def validate(
         content += content_loss(fused, ir, vis_y, weights)[0].item() / len(samples)
         if segmentation is not None:
             segmentation.eval()
-            prediction = segmentation(fused_rgb(fused, cbcr)).argmax(1)[0].cpu().numpy()
+            prediction = segmentation(merge_luma_rgb(fused, cbcr)).argmax(1)[0].cpu().numpy()
             confusion += confusion_matrix(sample.label[:height, :width].numpy(), prediction)
     if segmentation is None:
         return {"content_loss": content, "miou": float("nan"), "iou": [float("nan")] * NUM_CLASSES}
@@ -442,13 +440,8 @@ def _save_checkpoint(path: Path, fusion, segmentation, optimizers: dict, step: i
         log.flush()
     state = {"fusion": fusion.state_dict(), "segmentation": segmentation.state_dict(), "step": step}
     state.update({f"{name}_optimizer": optimizer.state_dict() for name, optimizer in optimizers.items()})
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with atomic_write(path) as stream:
+        torch.save(state, stream)
 
 
 class _Log:
@@ -466,18 +459,22 @@ class _Log:
         if self.stream:
             self.stream.flush()
 
+    def close(self):
+        if self.stream:
+            self.stream.close()
+
 
 def _open_log(path: Path, start: int, header: list[str], active: bool = True) -> _Log:
     if not active:
         return _Log()
-    # A resumed run drops rows logged at or after its checkpoint's step: they are about to be redone.
+    # A resumed run keeps the complete rows logged before its checkpoint's step (the rest are about
+    # to be redone), rewritten atomically so that a second kill cannot cost the kept rows.
     rows = []
     if start and path.exists():
         with path.open(newline="") as stream:
-            rows = [row for row in csv.reader(stream)][1:]
-        rows = [row for row in rows if int(row[0]) < start]
-    log = _Log(path.open("w", newline=""))
-    log.writerow(header)
-    for row in rows:
-        log.writerow(row)
-    return log
+            rows = [row for row in list(csv.reader(stream))[1:] if len(row) == len(header) and int(row[0]) < start]
+    text = io.StringIO()
+    csv.writer(text).writerows([header, *rows])
+    with atomic_write(path) as stream:
+        stream.write(text.getvalue().encode())
+    return _Log(path.open("a", newline=""))

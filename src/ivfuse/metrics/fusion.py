@@ -64,6 +64,10 @@ class MetricUndefinedWarning(RuntimeWarning):
     """A metric is undefined for the given images (for example a correlation with a constant)."""
 
 
+class ImageTooSmallError(ValueError):
+    """The image is smaller than a metric's window (VIF needs about 41x41 pixels, SSIM 11x11)."""
+
+
 # --------------------------------------------------------------------------------------
 # Greyscale conversion
 # --------------------------------------------------------------------------------------
@@ -171,7 +175,7 @@ def _filter_valid(image: np.ndarray, window_1d: np.ndarray) -> np.ndarray:
     """Separable 2-D filtering with ``outer(window_1d, window_1d)``, 'valid' region only."""
     size = window_1d.size
     if image.shape[0] < size or image.shape[1] < size:
-        raise ValueError(f"image of shape {image.shape} is smaller than the {size}x{size} metric window")
+        raise ImageTooSmallError(f"image of shape {image.shape} is smaller than the {size}x{size} metric window")
     # 'valid' output does not depend on the boundary mode; origin shifts centre the window.
     half = (size - 1) // 2
     rows = ndimage.correlate1d(image, window_1d, axis=0, mode="constant")
@@ -659,7 +663,8 @@ def compute_all(
         convention: "canonical", "cddfuse" or "tang".
 
     Returns:
-        ``{name: value}`` in the order requested; undefined values are NaN.
+        ``{name: value}`` in the order requested; undefined values are NaN, with a
+        :class:`MetricUndefinedWarning` (also when the images are too small for VIF or SSIM).
 
     Example:
         >>> import numpy as np
@@ -672,12 +677,16 @@ def compute_all(
         raise ValueError(f"expected three HxW images of one shape, got {ir.shape}, {vis.shape}, {fused.shape}")
     scores = {}
     for name in resolve_metric_names(metrics):
-        if name in _FUSED_ONLY:
-            scores[name] = _FUSED_ONLY[name](fused)
-        elif name == "AG":
-            scores[name] = ag(fused, convention=convention)
-        elif name in _WITH_SOURCES:
-            scores[name] = _WITH_SOURCES[name](ir, vis, fused)
-        else:
-            scores[name] = _WITH_SOURCES_AND_CONVENTION[name](ir, vis, fused, convention=convention)
+        try:
+            if name in _FUSED_ONLY:
+                scores[name] = _FUSED_ONLY[name](fused)
+            elif name == "AG":
+                scores[name] = ag(fused, convention=convention)
+            elif name in _WITH_SOURCES:
+                scores[name] = _WITH_SOURCES[name](ir, vis, fused)
+            else:
+                scores[name] = _WITH_SOURCES_AND_CONVENTION[name](ir, vis, fused, convention=convention)
+        except ImageTooSmallError as error:
+            warnings.warn(f"{name} undefined: {error}", MetricUndefinedWarning, stacklevel=2)
+            scores[name] = float("nan")
     return scores
