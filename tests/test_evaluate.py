@@ -147,3 +147,40 @@ def test_unknown_grid_image_writes_no_report(folders, tmp_path):
     result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 2 and "no_such_image" in result.stderr
     assert not (tmp_path / "report").exists()
+
+
+def test_every_nth_pair_from_the_first(folders, msrs_names, tmp_path):
+    stems = [name.rsplit(".", 1)[0] for name in msrs_names]
+    result = evaluate(folders / "ir", folders / "vi", {"average": folders / "average"}, metrics=["EN"], progress=False, images=2)
+    assert result.compared == [stems[0], stems[2]] and sorted(result.sources) == result.compared
+    assert result.selection == "2 pairs at positions 1, 3, 5, ... of the 3 pairs sorted by name"
+    outcome = CliRunner().invoke(main, ["eval", "--ir", str(folders / "ir"), "--vis", str(folders / "vi"), "--fused", f"average={folders / 'average'}",
+                                        "--metrics", "EN", "--grid-images", "0", "--images", "every:2", "-o", str(tmp_path / "r"), "--quiet"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "Images: 2 pairs at positions 1, 3, 5, ..." in outcome.stdout and "over 2 image(s)" in outcome.stdout
+    assert "Images: 2 pairs at positions" in (tmp_path / "r" / "summary.md").read_text()
+    for bad in ("every:0", "every:x"):
+        outcome = CliRunner().invoke(main, ["eval", "--ir", str(folders / "ir"), "--vis", str(folders / "vi"), "--fused", f"a={folders / 'average'}",
+                                            "--images", bad, "-o", str(tmp_path / "r2")])
+        assert outcome.exit_code == 2 and "every:N" in outcome.output
+
+
+def test_images_listed_in_a_file(folders, msrs_names, tmp_path):
+    first, second, third = msrs_names
+    listing = tmp_path / "images.txt"
+    # A file name, a stem, a comment, a blank line, a name without a pair, an unpaired file.
+    listing.write_text(f"{first}\n# every night frame\n\n{second.rsplit('.', 1)[0]}  # stem only\nnowhere\nlonely\n")
+    arguments = ["eval", "--ir", str(folders / "ir"), "--vis", str(folders / "vi_extra"), "--fused", f"average={folders / 'average'}",
+                 "--metrics", "EN", "--grid-images", "0", "--images", str(listing), "-o", str(tmp_path / "r"), "--quiet"]
+    outcome = CliRunner().invoke(main, arguments)
+    assert outcome.exit_code == 1, outcome.output  # listed names without a pair are skipped
+    assert "Images: the 2 pairs of 4 listed names" in outcome.stdout and "over 2 image(s)" in outcome.stdout
+    assert "skipped nowhere [all methods]: listed, but no IR or visible image" in outcome.stderr
+    assert "skipped lonely [all methods]: no IR image for" in outcome.stderr
+    with open(tmp_path / "r" / "per_image.csv") as handle:
+        assert {row["image"] for row in csv.DictReader(handle)} == {name.rsplit(".", 1)[0] for name in (first, second)}
+    listing.write_text("nowhere\n")
+    outcome = CliRunner().invoke(main, arguments)
+    assert outcome.exit_code == 2 and "none of the 1 listed names has an IR/visible pair" in outcome.stderr
+    outcome = CliRunner().invoke(main, [*arguments[:-5], "--images", str(tmp_path / "missing.txt"), "-o", str(tmp_path / "r")])
+    assert outcome.exit_code == 2 and "missing.txt: cannot read image list" in outcome.stderr

@@ -160,6 +160,39 @@ def train(config_path, out_dir, data_root, device, resume):
         _fail(str(error))
 
 
+@main.command("seg-bench")
+@click.option("--input", "inputs", required=True, multiple=True, nargs=3, type=(str, click.Path(path_type=Path), click.Path(path_type=Path)),
+              metavar="NAME TRAIN_DIR TEST_DIR", help="An input kind: its name and folders of train and test images; repeat per kind.")
+@click.option("--train-labels", required=True, type=click.Path(path_type=Path), help="Label PNGs of the train frames, e.g. MSRS/train/label.")
+@click.option("--test-labels", required=True, type=click.Path(path_type=Path), help="Label PNGs of the test frames, e.g. MSRS/test/label.")
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Benchmark config (TOML), e.g. configs/segbench.toml.")
+@click.option("--seeds", default="0,1,2", show_default=True, metavar="S,S,...", help="One training run per input kind and seed.")
+@click.option("-o", "--out", "report_dir", required=True, type=click.Path(path_type=Path), help="Report folder to write.")
+@click.option("--device", help="cpu, cuda or cuda:N (overrides [run].device).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def seg_bench(inputs, train_labels, test_labels, config_path, seeds, report_dir, device, quiet):
+    """Train the segmentation network from scratch on each input kind, test it, compare: mIoU, per-class IoU."""
+    from . import segbench
+
+    if not all(seed.strip().isdigit() for seed in seeds.split(",")):
+        raise click.BadParameter(f"expected comma-separated integers >= 0, got {seeds!r}", param_hint="--seeds")
+    seed_list = [int(seed) for seed in seeds.split(",")]
+    try:
+        config = segbench.load_config(config_path)
+        kinds = [segbench.InputKind(name, train_dir, test_dir) for name, train_dir, test_dir in inputs]
+        data = segbench.load_bench_data(kinds, train_labels, test_labels)
+        for line in data.left_out:
+            _warn(f"left out: {line}")
+        results = segbench.run_bench(data, config, seed_list, device=device, progress=not quiet)
+        written = segbench.write_report(results, data, report_dir)
+    except _USER_ERRORS as error:
+        _fail(str(error))
+    click.echo(segbench.summary_markdown(results, data), nl=False)
+    click.echo(f"report: {written['summary_md'].parent}", err=True)
+    if data.left_out:
+        sys.exit(EXIT_PARTIAL)
+
+
 def _parse_fused(values: tuple[str, ...]) -> dict[str, str]:
     methods = {}
     for value in values:
@@ -170,6 +203,13 @@ def _parse_fused(values: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"method {name!r} given twice", param_hint="--fused")
         methods[name] = folder
     return methods
+
+
+def _parse_every(value: str) -> int:
+    step = value.removeprefix("every:")
+    if not step.isdigit() or int(step) < 1:
+        raise click.BadParameter(f"expected every:N with N >= 1, got {value!r}", param_hint="--images")
+    return int(step)
 
 
 def _parse_grid_images(value: str) -> int | list[str]:
@@ -198,17 +238,22 @@ def _parse_inset(value: str | None) -> tuple[float, float, float, float] | None:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes computing metrics.")
 @click.option("--grid-images", default="3", show_default=True, metavar="N|NAME,...", help="Images in the figure grid: a count or names (0: none).")
 @click.option("--grid-zoom", default=None, metavar="X,Y,W,H", help="Zoomed inset box in the figure grid, as fractions of the image.")
+@click.option("--images", "subset", default=None, metavar="FILE|every:N",
+              help="Evaluate a subset: the names listed in FILE (one stem or file name per line), or every N-th pair sorted by name, from the first.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def eval_(ir_dir, vis_dir, fused, report_dir, convention, metrics, workers, grid_images, grid_zoom, quiet):
+def eval_(ir_dir, vis_dir, fused, report_dir, convention, metrics, workers, grid_images, grid_zoom, subset, quiet):
     """Compare methods given as folders of fused images: write a report, print the summary."""
-    from .evaluate import EvaluationError, evaluate
+    from .evaluate import EvaluationError, evaluate, read_image_list
     from .report import summary_markdown, write_report
 
     methods = _parse_fused(fused)
     inset = _parse_inset(grid_zoom)
+    images = _parse_every(subset) if subset and subset.startswith("every:") else None
     try:
+        if subset and images is None:
+            images = read_image_list(subset)
         result = evaluate(ir_dir, vis_dir, methods, metrics=metrics.split(",") if metrics else None,
-                          convention=convention, workers=workers, progress=not quiet)
+                          convention=convention, workers=workers, progress=not quiet, images=images)
         written = write_report(result, report_dir, grid_images=_parse_grid_images(grid_images), inset=inset)
     except (EvaluationError, *_USER_ERRORS) as error:
         _fail(str(error))

@@ -5,6 +5,10 @@ A dataset folder follows ``<root>/{ir,vi[,label]}/<name>``; any number of roots 
 losses; labelled ones also train segmentation. Images are held in memory as ``uint8``: the
 shared training sets take a few hundred MB.
 
+The segmentation benchmark (:mod:`ivfuse.segbench`) trains on single images instead of pairs:
+a :class:`LabelledImage` is an RGB image (IR-only, visible-only or fused) with its label, drawn
+into batches by the same augmentation (:func:`draw_crops`).
+
 Batches are drawn from a generator seeded by ``(seed, step)`` alone, so a run resumed at step
 ``k`` sees exactly the batches an uninterrupted run sees from step ``k`` on.
 """
@@ -12,6 +16,7 @@ Batches are drawn from a generator seeded by ``(seed, step)`` alone, so a run re
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +25,7 @@ import torch.nn.functional as F
 
 from .classes import IGNORE_INDEX
 from .color import infrared_to_grey, to_tensor
-from .io import ImageReadError, find_pairs, list_images, read_label, read_pair
-
+from .io import ImageReadError, LabelSizeError, find_pairs, list_images, read_image, read_label, read_pair
 
 
 @dataclass
@@ -32,6 +36,23 @@ class Sample:
     ir: torch.Tensor
     vis: torch.Tensor
     label: torch.Tensor | None
+
+    def planes(self) -> tuple[torch.Tensor, ...]:
+        """The images cropped together, in channel order of the crop: ``(ir, vis)``."""
+        return self.ir, self.vis
+
+
+@dataclass
+class LabelledImage:
+    """One segmentation frame in memory: ``image (3, H, W)`` uint8 RGB, ``label (H, W)`` uint8 class ids."""
+
+    name: str
+    image: torch.Tensor
+    label: torch.Tensor
+
+    def planes(self) -> tuple[torch.Tensor, ...]:
+        """The images cropped together: ``(image,)``."""
+        return (self.image,)
 
 
 def load_pairs(roots: list[str | Path], *, labels: bool = True) -> list[Sample]:
@@ -54,7 +75,7 @@ def load_pairs(roots: list[str | Path], *, labels: bool = True) -> list[Sample]:
             ir, vis = (to_tensor(image) for image in read_pair(ir_path, vis_path))
             label = torch.from_numpy(read_label(label_files[stem])) if stem in label_files else None
             if label is not None and label.shape != ir.shape[-2:]:
-                raise ImageReadError(f"{label_files[stem]}: label size differs from its pair's")
+                raise LabelSizeError(f"{label_files[stem]}: label size differs from its pair's")
             samples.append(
                 Sample(
                     name=f"{root.parent.name}/{root.name}/{stem}",
@@ -64,6 +85,30 @@ def load_pairs(roots: list[str | Path], *, labels: bool = True) -> list[Sample]:
                 )
             )
     return samples
+
+
+def load_labelled_image(name: str, path: str | Path, label: torch.Tensor) -> LabelledImage:
+    """Read an image for its label; grey images (IR-only input) are repeated to three channels.
+
+    Args:
+        name: the frame's name (its file stem).
+        path: PNG, JPEG, ... file, grey or colour, 8 or 16 bits (see :func:`ivfuse.io.read_image`).
+        label: ``(H, W)`` uint8 class ids (:func:`ivfuse.io.read_label`).
+
+    Raises:
+        ImageReadError: the file is missing or unreadable.
+        LabelSizeError: the image's size differs from the label's (message names both sizes).
+
+    Example:
+        >>> label = torch.from_numpy(read_label("tests/data/tiny/MSRS/label/00501D.png"))
+        >>> load_labelled_image("00501D", "tests/data/tiny/MSRS/ir/00501D.png", label).image.shape
+        torch.Size([3, 120, 160])
+    """
+    image = to_tensor(read_image(path))
+    if image.shape[-2:] != label.shape:
+        (height, width), (label_height, label_width) = image.shape[-2:], label.shape
+        raise LabelSizeError(f"{path}: size {width}x{height} differs from its label's ({label_width}x{label_height})")
+    return LabelledImage(name=name, image=_to_uint8(image.expand(-1, 3, -1, -1)), label=label)
 
 
 def _to_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -89,18 +134,46 @@ def draw_batch(
         ``ir (B, 1, S, S)`` and ``vis (B, 3, S, S)`` float in ``[0, 1]``, ``label (B, S, S)``
         int64 with :data:`IGNORE_INDEX` where unlabelled; ``S = augment.crop_size``.
     """
+    images, labels = draw_crops(samples, batch_size, augment, seed, step)
+    return images[:, :1].contiguous(), images[:, 1:].contiguous(), labels
+
+
+def draw_crops(
+    samples: Sequence[Sample | LabelledImage], batch_size: int, augment: Augment, seed: int, step: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented crops of ``batch_size`` samples drawn at random: a pure function of ``(seed, step)``.
+
+    Each sample's :meth:`~Sample.planes` are cropped, scaled and flipped together.
+
+    Args:
+        samples: pairs or labelled images (all of one kind).
+        batch_size: ``B``.
+        augment: crop size ``S``, scale range, flip.
+        seed, step: what the batch depends on, and all it depends on.
+
+    Returns:
+        ``images (B, C, S, S)`` float in ``[0, 1]``, the planes stacked along channels (``C = 4``
+        for pairs: IR then RGB; 3 for labelled images), and ``labels (B, S, S)`` int64 with
+        :data:`IGNORE_INDEX` where unlabelled.
+
+    Example:
+        >>> frame = LabelledImage("a", torch.zeros(3, 64, 80, dtype=torch.uint8), torch.zeros(64, 80, dtype=torch.uint8))
+        >>> images, labels = draw_crops([frame], 2, Augment(crop_size=32), seed=0, step=0)
+        >>> images.shape, labels.shape
+        (torch.Size([2, 3, 32, 32]), torch.Size([2, 32, 32]))
+    """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    irs, viss, labels = [], [], []
+    images, labels = [], []
     for index in torch.randint(len(samples), (batch_size,), generator=generator).tolist():
-        ir, vis, label = _augment(samples[index], augment, generator)
-        irs.append(ir)
-        viss.append(vis)
+        image, label = _augment(samples[index], augment, generator)
+        images.append(image)
         labels.append(label)
-    return torch.stack(irs), torch.stack(viss), torch.stack(labels)
+    return torch.stack(images), torch.stack(labels)
 
 
-def _augment(sample: Sample, augment: Augment, generator: torch.Generator):
-    height, width = sample.ir.shape[-2:]
+def _augment(sample: Sample | LabelledImage, augment: Augment, generator: torch.Generator):
+    planes = sample.planes()
+    height, width = planes[0].shape[-2:]
     low, high = augment.scale_range
     scale = low + (high - low) * float(torch.rand((), generator=generator))
     # Never let the scaled image be smaller than the crop.
@@ -109,7 +182,7 @@ def _augment(sample: Sample, augment: Augment, generator: torch.Generator):
     top = int(torch.randint(height - window + 1, (), generator=generator))
     left = int(torch.randint(width - window + 1, (), generator=generator))
     region = (slice(None), slice(top, top + window), slice(left, left + window))
-    image = torch.cat([sample.ir[region], sample.vis[region]]).float()[None] / 255
+    image = torch.cat([plane[region] for plane in planes]).float()[None] / 255
     image = F.interpolate(image, size=(augment.crop_size,) * 2, mode="bilinear", align_corners=False, antialias=True)[0]
     if sample.label is None:
         label = torch.full((augment.crop_size,) * 2, IGNORE_INDEX, dtype=torch.int64)
@@ -118,4 +191,4 @@ def _augment(sample: Sample, augment: Augment, generator: torch.Generator):
         label = F.interpolate(label, size=(augment.crop_size,) * 2, mode="nearest")[0, 0].long()
     if augment.flip and bool(torch.rand((), generator=generator) < 0.5):
         image, label = image.flip(-1), label.flip(-1)
-    return image[:1].clamp(0, 1), image[1:].clamp(0, 1), label
+    return image.clamp(0, 1), label

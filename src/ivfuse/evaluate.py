@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ivfuse.io import ImageReadError, find_pairs, list_images, read_image
+from ivfuse.io import IMAGE_EXTENSIONS, ImageReadError, find_pairs, list_images, read_image
 from ivfuse.metrics.fusion import CONVENTIONS, compute_all, resolve_metric_names, to_gray255
 
-__all__ = ["Evaluation", "EvaluationError", "Skip", "evaluate", "summarize"]
+__all__ = ["Evaluation", "EvaluationError", "Skip", "evaluate", "read_image_list", "summarize"]
 
 
 class EvaluationError(ValueError):
@@ -57,8 +57,9 @@ class Evaluation:
             computed over these only, so that methods are compared on the same images.
         skipped: images left out, with reasons.
         notes: per-image warnings that did not skip the image (e.g. an undefined metric).
-        sources: ``image -> (ir_path, vis_path)`` of every pair found.
+        sources: ``image -> (ir_path, vis_path)`` of every pair evaluated.
         fused_paths: ``fused_paths[method][image]`` of every fused image evaluated.
+        selection: which pairs were evaluated, in words (see ``images`` of :func:`evaluate`).
     """
 
     methods: list[str]
@@ -70,6 +71,7 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     sources: dict[str, tuple[Path, Path]] = field(default_factory=dict)
     fused_paths: dict[str, dict[str, Path]] = field(default_factory=dict)
+    selection: str = "all pairs"
 
     @property
     def evaluated_methods(self) -> list[str]:
@@ -125,6 +127,7 @@ def evaluate(
     convention: str = "canonical",
     workers: int = 1,
     progress: bool = True,
+    images: int | Sequence[str] | None = None,
 ) -> Evaluation:
     """Compute fusion metrics for folders of fused images.
 
@@ -140,13 +143,18 @@ def evaluate(
         convention: "canonical", "cddfuse" or "tang".
         workers: processes; 1 computes in this process.
         progress: show a progress bar (tqdm, on stderr).
+        images: evaluate a subset of the pairs: ``N`` (an int) takes every N-th pair of the
+            pairs sorted by name, starting with the first (positions 1, 1 + N, 1 + 2N, ...);
+            a list takes the pairs of these names (stems, or file names with an image
+            extension). Listed names without a pair are skipped and reported; unpaired files
+            are reported only when listed. Default: every pair.
 
     Returns:
-        An :class:`Evaluation`; check ``compared`` and ``skipped``.
+        An :class:`Evaluation`; check ``compared``, ``skipped`` and ``selection``.
 
     Raises:
-        EvaluationError: a folder is missing, no IR/visible pair matches, or no image
-            could be evaluated for any method.
+        EvaluationError: a folder is missing, no IR/visible pair matches (or none of the listed
+            names), ``N < 1``, or no image could be evaluated for any method.
 
     Example:
         >>> result = evaluate("ir", "vi", {"gff": "fused/gff"}, metrics=["EN", "Qabf"])  # doctest: +SKIP
@@ -163,26 +171,32 @@ def evaluate(
     listing = find_pairs(ir_folder, vis_folder)
     if not listing.pairs:
         raise EvaluationError(f"no IR/visible pair with matching names in {ir_folder} and {vis_folder}")
-    result = Evaluation(methods=list(fused_dirs), metrics=metric_names, convention=convention)
-    result.skipped += [Skip("*", path.stem, f"no visible image for {path}") for path in listing.only_ir]
-    result.skipped += [Skip("*", path.stem, f"no IR image for {path}") for path in listing.only_vis]
-    result.skipped += [Skip("*", path.stem, f"{path}: another file has the same name stem") for path in listing.ambiguous]
+    pairs, selection, listed = _select_pairs(listing.pairs, images)
+    result = Evaluation(methods=list(fused_dirs), metrics=metric_names, convention=convention, selection=selection)
+    unpaired = [
+        *(Skip("*", path.stem, f"no visible image for {path}") for path in listing.only_ir),
+        *(Skip("*", path.stem, f"no IR image for {path}") for path in listing.only_vis),
+        *(Skip("*", path.stem, f"{path}: another file has the same name stem") for path in listing.ambiguous),
+    ]
+    result.skipped += [skip for skip in unpaired if listed is None or skip.image in listed]
+    found = {skip.image for skip in result.skipped} | {image for image, _, _ in pairs}
+    result.skipped += [Skip("*", name, "listed, but no IR or visible image of this name") for name in listed or () if name not in found]
     result.notes += [f"{path}: not an image file, ignored" for path in listing.not_images]
-    result.sources = {image: (ir_path, vis_path) for image, ir_path, vis_path in listing.pairs}
+    result.sources = {image: (ir_path, vis_path) for image, ir_path, vis_path in pairs}
     method_images = {}
     for method, folder in fused_dirs.items():
-        images, not_images, ambiguous = list_images(_require_folder(folder, f"fused ({method})"))
+        fused_images, not_images, ambiguous = list_images(_require_folder(folder, f"fused ({method})"))
         ambiguous_stems = {path.stem for path in ambiguous}
-        method_images[method] = {image: path for image, path in images.items() if image not in ambiguous_stems}
+        method_images[method] = {image: path for image, path in fused_images.items() if image not in ambiguous_stems}
         result.skipped += [Skip(method, path.stem, f"{path}: another file has the same name stem") for path in ambiguous]
         result.notes += [f"{path}: not an image file, ignored" for path in not_images]
-        stray = sorted(images.keys() - result.sources.keys())
+        stray = sorted(fused_images.keys() - {image for image, _, _ in listing.pairs})
         if stray:
-            result.notes.append(f"{method}: {len(stray)} fused image(s) without a source pair ignored, e.g. {images[stray[0]]}")
+            result.notes.append(f"{method}: {len(stray)} fused image(s) without a source pair ignored, e.g. {fused_images[stray[0]]}")
 
     tasks = [
         (image, ir_path, vis_path, {m: method_images[m].get(image) for m in result.methods}, metric_names, convention)
-        for image, ir_path, vis_path in listing.pairs
+        for image, ir_path, vis_path in pairs
     ]
     bar = tqdm(total=len(tasks), desc="evaluating", unit="image", disable=not progress)
     outcomes = []
@@ -210,6 +224,39 @@ def evaluate(
     common = set.intersection(*(set(result.scores[m]) for m in evaluated))
     result.compared = sorted(common)
     return result
+
+
+def _select_pairs(pairs: list, images: int | Sequence[str] | None) -> tuple[list, str, set[str] | None]:
+    """The pairs ``images`` asks for (see :func:`evaluate`): ``(pairs, selection in words, listed names or None)``."""
+    if images is None:
+        return pairs, f"all {len(pairs)} pairs", None
+    if isinstance(images, int):
+        if images < 1:
+            raise EvaluationError(f"every N-th pair needs N >= 1, got {images}")
+        chosen = pairs[::images]
+        return chosen, f"{len(chosen)} pairs at positions 1, {1 + images}, {1 + 2 * images}, ... of the {len(pairs)} pairs sorted by name", None
+    listed = {Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name for name in images}
+    chosen = [pair for pair in pairs if pair[0] in listed]
+    if not chosen:
+        raise EvaluationError(f"none of the {len(listed)} listed names has an IR/visible pair")
+    return chosen, f"the {len(chosen)} pairs of {len(listed)} listed names", listed
+
+
+def read_image_list(path: str | Path) -> list[str]:
+    """Names from a text file: one stem or file name per line; blank lines and ``#`` comments skipped.
+
+    Raises:
+        EvaluationError: the file cannot be read, or lists no name.
+    """
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise EvaluationError(f"{path}: cannot read image list ({error})") from None
+    names = [line.split("#", 1)[0].strip() for line in lines]
+    names = [name for name in names if name]
+    if not names:
+        raise EvaluationError(f"{path}: the image list names no image")
+    return names
 
 
 def summarize(result: Evaluation) -> dict[str, dict[str, dict[str, float]]]:

@@ -19,11 +19,13 @@ Pillow reads 16-bit colour PNGs as 8-bit colour; 16-bit colour output is written
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,10 @@ _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", "
 
 class ImageReadError(ValueError):
     """An input image is missing, unreadable or unusable; the message names the file."""
+
+
+class LabelSizeError(ImageReadError):
+    """A label file and its image differ in size: wrong folders, not one bad file; the message names both."""
 
 
 class WriteError(OSError):
@@ -219,6 +225,20 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         if isinstance(error, OSError) and not isinstance(error, WriteError):
             raise WriteError(f"{path}: cannot write ({error.strerror or error})") from None
         raise
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[Sequence]) -> Path:
+    """Write rows (the first one the header) as a UTF-8 CSV file, atomically (:func:`atomic_write`).
+
+    Example:
+        >>> write_csv("out/table.csv", [["name", "value"], ["a", 1]])
+        PosixPath('out/table.csv')
+    """
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    with atomic_write(path) as stream:
+        stream.write(text.getvalue().encode("utf-8"))
+    return Path(path)
 
 
 def _umask() -> int:

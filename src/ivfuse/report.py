@@ -15,8 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ivfuse.evaluate import Evaluation, summarize  # noqa: E402
-from ivfuse.io import atomic_write, read_image  # noqa: E402
+from ivfuse.io import atomic_write, read_image, write_csv  # noqa: E402
 from ivfuse.metrics.fusion import HIGHER_IS_BETTER  # noqa: E402
 
 __all__ = [
@@ -89,8 +87,8 @@ def summary_markdown(result: Evaluation, details: bool = True) -> str:
     best = best_methods(summary)
     arrows = {metric: "↑" if HIGHER_IS_BETTER[metric] else "↓" for metric in result.metrics}
     lines = [
-        f"Convention: {result.convention}. Mean ± std (ddof 0) over {len(result.compared)} image(s) "
-        "evaluated for every method; best in bold.",
+        f"Convention: {result.convention}. Images: {result.selection}. Mean ± std (ddof 0) over "
+        f"{len(result.compared)} image(s) evaluated for every method; best in bold.",
         "",
         "| Method | " + " | ".join(f"{metric} {arrows[metric]}" for metric in result.metrics) + " |",
         "|---|" + "---:|" * len(result.metrics),
@@ -138,7 +136,7 @@ def write_summary_csv(result: Evaluation, path: str | Path) -> None:
         for metric in result.metrics:
             s = stats[metric]
             rows.append([method, metric, repr(s["mean"]), repr(s["std"]), s["n"], s["nan"], int(method in best.get(metric, ()))])
-    _write_csv(path, rows)
+    write_csv(path, rows)
 
 
 def write_per_image_csv(result: Evaluation, path: str | Path) -> None:
@@ -156,14 +154,7 @@ def write_per_image_csv(result: Evaluation, path: str | Path) -> None:
     for method in result.evaluated_methods:
         for image, scores in sorted(result.scores[method].items()):
             rows.append([method, image, int(image in compared), *(repr(scores[m]) for m in result.metrics)])
-    _write_csv(path, rows)
-
-
-def _write_csv(path: str | Path, rows: list[list]) -> None:
-    text = io.StringIO()
-    csv.writer(text).writerows(rows)
-    with atomic_write(path) as stream:
-        stream.write(text.getvalue().encode("utf-8"))
+    write_csv(path, rows)
 
 
 def _save_figure(figure, path: str | Path, dpi: int) -> None:

@@ -44,6 +44,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -64,6 +65,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -154,13 +157,25 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         >>> config.schedule.fusion_steps
         (3000,)
     """
+    return read_config(path, RunConfig)
+
+
+def read_config(path: str | os.PathLike, config_type: type[T]) -> T:
+    """Read a TOML file into ``config_type``, a dataclass whose fields are dataclass sections.
+
+    Each ``[section]`` fills the field of that name; missing sections and keys keep their
+    defaults, TOML arrays become tuples. Unknown sections or keys are an error naming them.
+
+    Raises:
+        ValueError: the file is unreadable or not TOML, or has unknown sections or keys.
+    """
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ValueError(f"{path}: cannot read config ({error})") from None
     sections = {}
-    for section in dataclasses.fields(RunConfig):
+    for section in dataclasses.fields(config_type):
         values = raw.pop(section.name, {})
         section_type = section.default_factory().__class__
         known = {f.name for f in dataclasses.fields(section_type)}
@@ -171,7 +186,7 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         sections[section.name] = section_type(**values)
     if raw:
         raise ValueError(f"{path}: unknown section(s): {', '.join(sorted(raw))}")
-    return RunConfig(**sections)
+    return config_type(**sections)
 
 
 @dataclass(frozen=True)
@@ -209,6 +224,48 @@ def learning_rate(optim: OptimConfig, step: int, total_steps: int) -> float:
         return optim.lr * (step + 1) / optim.warmup_steps
     progress = (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps)
     return optim.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(network: torch.nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over the network's parameters; :func:`optimizer_step` sets its learning rate per step."""
+    return torch.optim.AdamW(network.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
+    """One update: set the learning rate, back-propagate ``loss``, step."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def mixed_precision(device: torch.device, amp: bool):
+    """bfloat16 autocast on CUDA when ``amp`` (no loss scaling needed); a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+
+
+def segmentation_loss(
+    network: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, config: SemanticLossConfig, aux: bool
+) -> torch.Tensor:
+    """The loss that trains the segmentation network: :func:`~ivfuse.losses.semantic_loss` of its heads.
+
+    The segmentation phase of :func:`train` and the segmentation benchmark
+    (:mod:`ivfuse.segbench`) both train with it.
+
+    Args:
+        network: a :class:`SegmentationNet` (or its DistributedDataParallel wrapper) in train mode.
+        image: ``(B, 3, S, S)`` float RGB in ``[0, 1]``.
+        label: ``(B, S, S)`` int64 class ids, :data:`IGNORE_INDEX` where unlabelled.
+        config: OHEM threshold, minimum kept share, auxiliary weight, class weights.
+        aux: add the auxiliary head's loss (the network must have one).
+
+    Returns:
+        Scalar float tensor.
+    """
+    outputs = network(image, aux=aux)
+    logits, aux_logits = outputs if aux else (outputs, None)
+    return semantic_loss(logits, label, config, aux_logits)
 
 
 def hold_out(samples: list[Sample], count: int) -> tuple[list[Sample], list[Sample]]:
@@ -270,12 +327,7 @@ def train(
         fusion.load_state_dict(initial.state_dict())
     fusion.to(device)
     segmentation.to(device)
-    optimizers = {
-        "fusion": torch.optim.AdamW(fusion.parameters(), lr=config.fusion_optim.lr, weight_decay=config.fusion_optim.weight_decay),
-        "segmentation": torch.optim.AdamW(
-            segmentation.parameters(), lr=config.segmentation_optim.lr, weight_decay=config.segmentation_optim.weight_decay
-        ),
-    }
+    optimizers = {"fusion": make_optimizer(fusion, config.fusion_optim), "segmentation": make_optimizer(segmentation, config.segmentation_optim)}
     optim_configs = {"fusion": config.fusion_optim, "segmentation": config.segmentation_optim}
     start = 0
     checkpoint_path = out_dir / "checkpoint.pt"
@@ -291,7 +343,7 @@ def train(
     trained = {"fusion": fusion, "segmentation": segmentation}
     if world > 1:
         trained = {name: DistributedDataParallel(network) for name, network in trained.items()}
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if run.amp and device.type == "cuda" else nullcontext()
+    autocast = mixed_precision(device, run.amp)
 
     is_main = rank == 0
     end = sum(p.steps for p in phases)
@@ -305,9 +357,6 @@ def train(
         phase = next(p for p in phases if p.start <= step < p.start + p.steps)
         network_step = phase.network_start + step - phase.start
         lr = learning_rate(optim_configs[phase.network], network_step, total[phase.network])
-        optimizer = optimizers[phase.network]
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         fusion.train(phase.network == "fusion").requires_grad_(phase.network == "fusion")
         segmentation.train(phase.network == "segmentation").requires_grad_(phase.network == "segmentation")
 
@@ -332,13 +381,9 @@ def train(
             with torch.no_grad(), autocast:
                 image = merge_luma_rgb(fusion(ir, vis_y).float(), cbcr)
             with autocast:
-                outputs = trained["segmentation"](image, aux=config.segmentation.aux_head)
-                logits, aux_logits = outputs if config.segmentation.aux_head else (outputs, None)
-                loss = semantic_loss(logits, label, config.semantic_loss, aux_logits)
+                loss = segmentation_loss(trained["segmentation"], image, label, config.semantic_loss, config.segmentation.aux_head)
                 parts["semantic"] = loss.item()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer_step(optimizers[phase.network], loss, lr)
 
         seconds = time.perf_counter() - began
         log.writerow([step, phase.round, phase.network, f"{lr:.6g}", f"{loss.item():.6g}",

@@ -1,0 +1,397 @@
+"""The segmentation benchmark: how well does each kind of input image support segmentation?
+
+The protocol fusion papers use to compare input kinds: for each kind (IR only, visible only, each
+fusion method's fused images), train the same :class:`~ivfuse.models.SegmentationNet` from
+scratch with the same budget on the labelled training frames, score it on the labelled test
+frames, and repeat for several seeds (the MSRS labelled test set has 43 frames: one seed is not
+enough to tell methods apart). This is the library behind ``ivfuse seg-bench``.
+
+* **Same frames for every kind.** A frame takes part when it has a label and a readable image of
+  the right size in every kind's folder; any other labelled frame is left out for all kinds (and
+  reported), so kinds are compared on identical frames. Images without a label are ignored.
+* **Same training for every kind.** The training step is the segmentation phase's of
+  ``ivfuse train`` (:func:`ivfuse.train.segmentation_loss`: OHEM cross-entropy, auxiliary head),
+  with the same augmentation (:func:`ivfuse.data.draw_crops`) and learning-rate schedule
+  (:func:`ivfuse.train.learning_rate`). For one seed, every kind starts from the same initial
+  weights and sees the same crops at every step: only the pixels differ.
+* **Scores over the whole test set**: one confusion matrix summed over all test frames (whole
+  images, no cropping), then IoU per class, mIoU over the 9 classes including "unlabelled" (the
+  field's convention), mIoU over classes 1-8 and pixel accuracy
+  (:func:`ivfuse.metrics.segmentation.segmentation_scores`); mean ± std (ddof 1) over seeds.
+
+All frames of all kinds are held in memory as ``uint8`` RGB: about 0.9 MB per 640x480 frame and
+kind (199 MSRS labelled frames x 5 kinds: ~0.9 GB).
+
+Example:
+    >>> config = load_config("configs/segbench.toml")  # doctest: +SKIP
+    >>> data = load_bench_data([InputKind("ir", "MSRS/train/ir", "MSRS/test/ir")],
+    ...                        "MSRS/train/label", "MSRS/test/label")  # doctest: +SKIP
+    >>> results = run_bench(data, config, seeds=[0, 1, 2])  # doctest: +SKIP
+    >>> write_report(results, data, "report/segbench")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .classes import CLASS_NAMES, NUM_CLASSES
+from .data import Augment, LabelledImage, draw_crops, load_labelled_image
+from .io import ImageReadError, LabelSizeError, atomic_write, list_images, read_label, write_csv
+from .losses import SemanticLossConfig
+from .metrics.segmentation import confusion_matrix, segmentation_scores
+from .models import SegmentationConfig, SegmentationNet
+from .train import OptimConfig, learning_rate, make_optimizer, mixed_precision, optimizer_step, read_config, segmentation_loss
+
+#: Column names of the per-class IoUs in the CSV files.
+IOU_COLUMNS = tuple(f"iou_{name.replace(' ', '_')}" for name in CLASS_NAMES)
+#: Scores reported per input kind besides the per-class IoUs: key of ``segmentation_scores`` -> table heading.
+SCORES = {
+    "miou": "mIoU 0-8",
+    "miou_without_0": "mIoU 1-8",
+    "pixel_accuracy": "pixel acc.",
+}
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Budget and execution of every training run; ``device`` is ``cpu``, ``cuda`` or ``cuda:N``.
+
+    ``amp``: bfloat16 autocast on CUDA; ignored on the CPU.
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    threads: int = 1
+    device: str = "cpu"
+    amp: bool = True
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything a benchmark run depends on besides its inputs and seeds; one TOML file."""
+
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    augment: Augment = field(default_factory=Augment)
+    semantic_loss: SemanticLossConfig = field(default_factory=SemanticLossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: BenchSettings = field(default_factory=BenchSettings)
+
+
+def load_config(path: str | os.PathLike) -> BenchConfig:
+    """Read a TOML benchmark config (sections as :class:`BenchConfig`); unknown keys are errors.
+
+    Example:
+        >>> load_config("configs/segbench.toml").run.batch_size
+        8
+    """
+    return read_config(path, BenchConfig)
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """One kind of input image: a name for the report and its folders of train and test frames."""
+
+    name: str
+    train_dir: Path
+    test_dir: Path
+
+
+@dataclass
+class BenchData:
+    """The frames of every input kind, loaded by :func:`load_bench_data`.
+
+    Attributes:
+        train, test: ``{kind name: frames}``; every kind has the same frames in the same order.
+        left_out: one line per labelled frame or file left out, naming it and why.
+    """
+
+    train: dict[str, list[LabelledImage]]
+    test: dict[str, list[LabelledImage]]
+    left_out: list[str] = field(default_factory=list)
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self.train)
+
+
+def load_bench_data(
+    inputs: Sequence[InputKind], train_labels: str | os.PathLike, test_labels: str | os.PathLike
+) -> BenchData:
+    """Load the labelled frames of every input kind, for training and for testing.
+
+    Images are matched to labels by file stem (extensions may differ); images without a label
+    are ignored. See the module docstring for which frames take part.
+
+    Args:
+        inputs: the input kinds (names must differ).
+        train_labels, test_labels: folders of label PNGs (class ids, e.g. ``MSRS/train/label``).
+
+    Returns:
+        A :class:`BenchData`.
+
+    Raises:
+        ImageReadError: a folder is missing, or no labelled frame is left in a split.
+        LabelSizeError: an image's size differs from its label's (wrong folder, not a bad file).
+        ValueError: no input kind, or a name given twice.
+    """
+    if not inputs:
+        raise ValueError("no input kind given")
+    names = [kind.name for kind in inputs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"input kind names must differ: {', '.join(names)}")
+    data = BenchData(train={}, test={})
+    for split, label_dir in (("train", train_labels), ("test", test_labels)):
+        folders = {kind.name: Path(getattr(kind, f"{split}_dir")) for kind in inputs}
+        frames = _load_split(folders, Path(label_dir), data.left_out)
+        for name in names:
+            getattr(data, split)[name] = frames[name]
+    return data
+
+
+def _load_split(folders: dict[str, Path], label_dir: Path, left_out: list[str]) -> dict[str, list[LabelledImage]]:
+    """The labelled frames of one split that every kind has; appends what is left out to ``left_out``."""
+    label_files, _, ambiguous = list_images(label_dir)
+    left_out += [f"{path}: another label has the same name stem" for path in ambiguous]
+    listings = {}
+    for name, folder in folders.items():
+        images = list_images(folder)[0]  # a stem used by two files is in neither: reported as missing
+        listings[name] = images
+        if not images.keys() & label_files.keys():
+            raise ImageReadError(f"{folder}: no image has a label in {label_dir}")
+    frames = {name: [] for name in folders}
+    for stem, label_path in sorted(label_files.items()):
+        missing = [name for name, images in listings.items() if stem not in images]
+        if missing:
+            left_out.append(f"{label_path}: no image {stem} (or more than one) in {', '.join(str(folders[name]) for name in missing)}")
+            continue
+        try:
+            label = torch.from_numpy(read_label(label_path))
+            loaded = {name: load_labelled_image(stem, listings[name][stem], label) for name in folders}
+        except LabelSizeError:
+            raise
+        except ImageReadError as error:
+            left_out.append(str(error))
+            continue
+        for name, frame in loaded.items():
+            frames[name].append(frame)
+    if not next(iter(frames.values())):
+        raise ImageReadError(f"{label_dir}: no labelled frame is readable in every input folder")
+    return frames
+
+
+@dataclass
+class SeedResult:
+    """One training run: an input kind, a seed, the test confusion matrix and its scores.
+
+    Attributes:
+        scores: :func:`~ivfuse.metrics.segmentation.segmentation_scores` of ``confusion``.
+        confusion: ``(9, 9)`` int64, summed over every test frame.
+        seconds: wall time of training and testing.
+    """
+
+    kind: str
+    seed: int
+    confusion: np.ndarray
+    scores: dict
+    seconds: float
+
+
+def train_segmentation(
+    frames: Sequence[LabelledImage],
+    config: BenchConfig,
+    seed: int,
+    device: torch.device,
+    on_step: Callable[[float], None] | None = None,
+) -> SegmentationNet:
+    """Train a :class:`SegmentationNet` from scratch on ``frames``: ``config.run.steps`` steps.
+
+    The initial weights depend on ``seed`` alone, and the batch of each step on ``(seed, step)``
+    alone (:func:`~ivfuse.data.draw_crops`), so runs repeat bitwise on the CPU with the same
+    thread count.
+
+    Args:
+        frames: training frames.
+        config: network, augmentation, loss, optimiser, budget.
+        seed: seeds the initial weights and the batches.
+        device: where to train.
+        on_step: called with the loss after every step (progress display).
+
+    Returns:
+        The trained network, in eval mode.
+    """
+    run = config.run
+    torch.manual_seed(seed)
+    network = SegmentationNet(config.segmentation).to(device).train()
+    optimizer = make_optimizer(network, config.optim)
+    autocast = mixed_precision(device, run.amp)
+    for step in range(run.steps):
+        image, label = (tensor.to(device) for tensor in draw_crops(frames, run.batch_size, config.augment, seed, step))
+        with autocast:
+            loss = segmentation_loss(network, image, label, config.semantic_loss, config.segmentation.aux_head)
+        optimizer_step(optimizer, loss, learning_rate(config.optim, step, run.steps))
+        if on_step is not None:
+            on_step(loss.item())
+    return network.eval()
+
+
+@torch.no_grad()
+def confusion_over_frames(network: SegmentationNet, frames: Iterable[LabelledImage], device: torch.device) -> np.ndarray:
+    """Confusion matrix of ``network`` on whole frames, summed over all of them.
+
+    Returns:
+        ``(9, 9)`` int64, ``[true class, predicted class]`` pixel counts (label 255 not counted).
+    """
+    network.eval()
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    for frame in frames:
+        image = frame.image[None].to(device).float() / 255
+        prediction = network(image).argmax(1)[0].cpu().numpy()
+        confusion += confusion_matrix(frame.label.numpy(), prediction)
+    return confusion
+
+
+def run_bench(
+    data: BenchData, config: BenchConfig, seeds: Sequence[int], *, device: str | None = None, progress: bool = True
+) -> list[SeedResult]:
+    """Train and test one network per input kind and seed.
+
+    Args:
+        data: frames from :func:`load_bench_data`.
+        config: see :func:`load_config`.
+        seeds: e.g. ``[0, 1, 2]``; each gives every kind the same initial weights and crops.
+        device: overrides ``config.run.device``.
+        progress: show a progress bar per run (tqdm, on stderr).
+
+    Returns:
+        One :class:`SeedResult` per kind and seed, kinds in input order, then seeds.
+    """
+    if not seeds:
+        raise ValueError("no seed given")
+    if config.segmentation.classes != NUM_CLASSES:
+        raise ValueError(f"[segmentation] classes must be {NUM_CLASSES} (the MSRS classes of the labels), not {config.segmentation.classes}")
+    device = torch.device(device or config.run.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} asked for, but CUDA is not available")
+    torch.set_num_threads(config.run.threads)
+    # Denormal floats appear as weights settle and make CPU kernels many times slower.
+    torch.set_flush_denormal(True)
+    results = []
+    for kind in data.kinds:
+        for seed in seeds:
+            began = time.perf_counter()
+            with tqdm(total=config.run.steps, desc=f"{kind} seed {seed}", unit="step", disable=not progress) as bar:
+
+                def show(loss: float) -> None:
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                    bar.update()
+
+                network = train_segmentation(data.train[kind], config, seed, device, show)
+            confusion = confusion_over_frames(network, data.test[kind], device)
+            results.append(SeedResult(kind, seed, confusion, segmentation_scores(confusion), time.perf_counter() - began))
+    return results
+
+
+def seed_row(result: SeedResult) -> dict[str, float]:
+    """The reported scores of one run: :data:`SCORES` keys, then :data:`IOU_COLUMNS`."""
+    row = {key: result.scores[key] for key in SCORES}
+    row.update(zip(IOU_COLUMNS, result.scores["iou"]))
+    return row
+
+
+def summarize(results: Sequence[SeedResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and standard deviation over seeds of every reported score, per input kind.
+
+    A NaN score (a class absent from labels and predictions) is left out of its mean.
+
+    Returns:
+        ``summary[kind][score] = {"mean", "std", "n"}``; std with ddof 1 (NaN for one seed).
+
+    Example:
+        >>> summarize(results)["ivfuse"]["miou"]["mean"]  # doctest: +SKIP
+        0.61
+    """
+    summary = {}
+    for kind in dict.fromkeys(result.kind for result in results):
+        rows = [seed_row(result) for result in results if result.kind == kind]
+        summary[kind] = {}
+        for score in rows[0]:
+            values = np.array([row[score] for row in rows], dtype=np.float64)
+            values = values[~np.isnan(values)]
+            summary[kind][score] = {
+                "mean": float(values.mean()) if values.size else math.nan,
+                "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
+                "n": int(values.size),
+            }
+    return summary
+
+
+def _percent(stats: dict[str, float]) -> str:
+    mean, std = (100 * stats[key] for key in ("mean", "std"))
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def summary_markdown(results: Sequence[SeedResult], data: BenchData) -> str:
+    """The summary as Markdown: the protocol in one line, scores table, per-class IoU table.
+
+    Best mean per column in bold. Values in percent, mean ± std over seeds (ddof 1).
+    """
+    summary = summarize(results)
+    seeds = sorted({result.seed for result in results})
+    kind = data.kinds[0]
+    lines = [
+        f"Segmentation trained from scratch per input kind on {len(data.train[kind])} labelled frames, "
+        f"tested on {len(data.test[kind])} whole frames (one confusion matrix over all of them); "
+        f"seeds {', '.join(map(str, seeds))}. Percent, mean ± std over seeds (ddof 1); best in bold.",
+        "",
+    ]
+    for columns in (list(SCORES), list(IOU_COLUMNS)):
+        headings = [SCORES.get(column, column.removeprefix("iou_").replace("_", " ")) for column in columns]
+        lines += ["| input | " + " | ".join(headings) + " |", "|---|" + "---:|" * len(columns)]
+        best = {column: np.nanmax([summary[k][column]["mean"] for k in summary] + [-np.inf]) for column in columns}
+        for name, stats in summary.items():
+            cells = [_percent(stats[c]) if stats[c]["mean"] != best[c] else f"**{_percent(stats[c])}**" for c in columns]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if data.left_out:
+        lines += [f"Left out ({len(data.left_out)}):", ""] + [f"- {line}" for line in data.left_out] + [""]
+    return "\n".join(lines)
+
+
+def write_report(results: Sequence[SeedResult], data: BenchData, folder: str | os.PathLike) -> dict[str, Path]:
+    """Write ``per_seed.csv``, ``summary.csv`` and ``summary.md`` into ``folder``, each atomically.
+
+    * ``per_seed.csv``: ``input, seed, train_frames, test_frames, seconds``, the scores
+      (fractions in ``[0, 1]``), then the 81 confusion counts ``conf_<true>_<predicted>``.
+    * ``summary.csv``: ``input, score, mean, std, n`` (fractions; std with ddof 1).
+    * ``summary.md``: see :func:`summary_markdown`.
+
+    Returns:
+        ``{"per_seed", "summary_csv", "summary_md"}`` -> paths.
+    """
+    folder = Path(folder)
+    written = {"per_seed": folder / "per_seed.csv", "summary_csv": folder / "summary.csv", "summary_md": folder / "summary.md"}
+    confusion_columns = [f"conf_{true}_{predicted}" for true in range(NUM_CLASSES) for predicted in range(NUM_CLASSES)]
+    rows = [["input", "seed", "train_frames", "test_frames", "seconds", *SCORES, *IOU_COLUMNS, *confusion_columns]]
+    for result in results:
+        frames = (len(data.train[result.kind]), len(data.test[result.kind]))
+        scores = [repr(value) for value in seed_row(result).values()]
+        rows.append([result.kind, result.seed, *frames, f"{result.seconds:.1f}", *scores, *result.confusion.ravel().tolist()])
+    write_csv(written["per_seed"], rows)
+    rows = [["input", "score", "mean", "std", "n"]]
+    for kind, stats in summarize(results).items():
+        rows += [[kind, score, repr(s["mean"]), repr(s["std"]), s["n"]] for score, s in stats.items()]
+    write_csv(written["summary_csv"], rows)
+    with atomic_write(written["summary_md"]) as stream:
+        stream.write(summary_markdown(results, data).encode("utf-8"))
+    return written

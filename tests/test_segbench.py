@@ -1,0 +1,194 @@
+"""`ivfuse seg-bench` on the tiny labelled MSRS frames (tests/segbench_tiny.toml: seconds per run)."""
+
+import csv
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from ivfuse import segbench
+from ivfuse.cli import main
+from ivfuse.io import ImageReadError, LabelSizeError
+from ivfuse.metrics.segmentation import segmentation_scores
+
+from .conftest import REPO
+
+TINY_CONFIG = REPO / "tests" / "segbench_tiny.toml"
+TINY_MSRS = REPO / "tests" / "data" / "tiny" / "MSRS"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def folders(tmp_path):
+    """ir/ and vi/ as train and test folders: the tiny frames split 4 + 2 by name, each with label/."""
+    stems = sorted(path.stem for path in (TINY_MSRS / "label").iterdir())
+    for split, chosen in (("train", stems[:4]), ("test", stems[4:])):
+        for sub in ("ir", "vi", "label"):
+            (tmp_path / split / sub).mkdir(parents=True)
+            for stem in chosen:
+                shutil.copy(TINY_MSRS / sub / f"{stem}.png", tmp_path / split / sub / f"{stem}.png")
+    return tmp_path
+
+
+def _kinds(root, *names):
+    return [segbench.InputKind(name, root / "train" / name, root / "test" / name) for name in names]
+
+
+def _load(root, *names):
+    return segbench.load_bench_data(_kinds(root, *names), root / "train" / "label", root / "test" / "label")
+
+
+def test_cli_end_to_end_writes_per_seed_and_summary_tables(folders, tmp_path):
+    report = tmp_path / "report"
+    arguments = ["seg-bench", "--config", str(TINY_CONFIG), "--seeds", "0,1", "-o", str(report), "--quiet",
+                 "--train-labels", str(folders / "train" / "label"), "--test-labels", str(folders / "test" / "label")]
+    for name in ("ir", "vi"):
+        arguments += ["--input", name, str(folders / "train" / name), str(folders / "test" / name)]
+    outcome = CliRunner().invoke(main, arguments)
+    assert outcome.exit_code == 0, outcome.output
+    assert "on 4 labelled frames, tested on 2 whole frames" in outcome.stdout
+    assert "| ir |" in outcome.stdout and "| vi |" in outcome.stdout and "| input | unlabelled | car |" in outcome.stdout
+    with open(report / "per_seed.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [(row["input"], row["seed"]) for row in rows] == [("ir", "0"), ("ir", "1"), ("vi", "0"), ("vi", "1")]
+    assert all(row["train_frames"] == "4" and row["test_frames"] == "2" for row in rows)
+    with open(report / "summary.csv", newline="") as stream:
+        summary = {(row["input"], row["score"]): row for row in csv.DictReader(stream)}
+    assert len(summary) == 2 * (3 + 9)
+    mious = [float(row["miou"]) for row in rows if row["input"] == "ir"]
+    assert float(summary["ir", "miou"]["mean"]) == pytest.approx(np.mean(mious))
+    assert float(summary["ir", "miou"]["std"]) == pytest.approx(np.std(mious, ddof=1))
+    assert (report / "summary.md").read_text().startswith("Segmentation trained from scratch")
+
+
+def test_scores_come_from_one_confusion_matrix_over_the_whole_test_set(folders):
+    data = _load(folders, "vi")
+    config = segbench.load_config(TINY_CONFIG)
+    torch.set_num_threads(config.run.threads)
+    (result,) = segbench.run_bench(data, config, [3], progress=False)
+    # The same seed trains the same network again; score its test frames one by one.
+    network = segbench.train_segmentation(data.train["vi"], config, 3, torch.device("cpu"))
+    per_frame = [segbench.confusion_over_frames(network, [frame], torch.device("cpu")) for frame in data.test["vi"]]
+    np.testing.assert_array_equal(result.confusion, sum(per_frame))
+    labelled_pixels = sum(int((frame.label != 255).sum()) for frame in data.test["vi"])
+    assert result.confusion.sum() == labelled_pixels == 2 * 120 * 160
+    np.testing.assert_equal(result.scores, segmentation_scores(result.confusion))  # NaN == NaN here
+    per_frame_mean = np.mean([segmentation_scores(matrix)["miou"] for matrix in per_frame])
+    assert result.scores["miou"] != pytest.approx(per_frame_mean)
+
+
+def test_seeds_give_different_but_reproducible_results(folders):
+    data = _load(folders, "ir")
+    config = segbench.load_config(TINY_CONFIG)
+    first, other, again = segbench.run_bench(data, config, [0, 1, 0], progress=False)
+    np.testing.assert_array_equal(first.confusion, again.confusion)
+    assert not np.array_equal(first.confusion, other.confusion)
+
+
+def test_same_seed_gives_every_kind_the_same_start_and_crops(folders):
+    config = segbench.load_config(TINY_CONFIG)
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, steps=0))
+    data = _load(folders, "ir", "vi")
+    ir, vi = (segbench.train_segmentation(data.train[name], config, 5, torch.device("cpu")) for name in ("ir", "vi"))
+    for (key, a), b in zip(ir.state_dict().items(), vi.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert [frame.name for frame in data.train["ir"]] == [frame.name for frame in data.train["vi"]]
+
+
+def test_grey_images_are_repeated_to_three_channels(folders):
+    data = _load(folders, "ir")
+    image = data.test["ir"][0].image
+    assert image.shape == (3, 120, 160) and torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+
+
+def test_frames_without_label_are_ignored_and_bad_frames_left_out_for_every_kind(folders):
+    train_vi = folders / "train" / "vi"
+    stems = sorted(path.stem for path in train_vi.iterdir())
+    Image.new("RGB", (160, 120)).save(train_vi / "unlabelled.png")  # no label: ignored, not reported
+    (train_vi / f"{stems[0]}.png").write_bytes(b"not a png")  # unreadable in one kind
+    (folders / "train" / "ir" / f"{stems[1]}.png").unlink()  # missing in the other kind
+    data = _load(folders, "ir", "vi")
+    assert [frame.name for frame in data.train["ir"]] == [frame.name for frame in data.train["vi"]] == stems[2:]
+    assert len(data.left_out) == 2
+    assert any(f"{stems[0]}.png: cannot read image" in line for line in data.left_out)
+    assert any(f"no image {stems[1]} (or more than one) in {folders / 'train' / 'ir'}" in line for line in data.left_out)
+
+
+def test_cli_reports_left_out_frames_and_exits_1(folders, tmp_path):
+    stem = sorted(path.stem for path in (folders / "test" / "vi").iterdir())[0]
+    (folders / "test" / "vi" / f"{stem}.png").write_bytes(b"broken")
+    outcome = CliRunner().invoke(main, ["seg-bench", "--config", str(TINY_CONFIG), "--seeds", "0", "-o", str(tmp_path / "r"), "--quiet",
+                                        "--input", "vi", str(folders / "train" / "vi"), str(folders / "test" / "vi"),
+                                        "--train-labels", str(folders / "train" / "label"), "--test-labels", str(folders / "test" / "label")])
+    assert outcome.exit_code == 1, outcome.output
+    assert f"left out: {folders / 'test' / 'vi' / stem}.png: cannot read image" in outcome.stderr
+    assert "tested on 1 whole frames" in outcome.stdout
+
+
+@pytest.mark.parametrize("problem", ["missing folder", "no labelled frame", "size mismatch", "unknown config key", "bad seeds"])
+def test_bad_input_is_one_line_naming_the_problem_and_exit_2(folders, tmp_path, problem):
+    train_labels, test_labels, config = folders / "train" / "label", folders / "test" / "label", TINY_CONFIG
+    train_ir, seeds = folders / "train" / "ir", "0"
+    if problem == "missing folder":
+        train_ir, expected = folders / "nowhere", f"{folders / 'nowhere'}: no such folder"
+    elif problem == "no labelled frame":
+        train_labels = tmp_path / "other_labels"
+        train_labels.mkdir()
+        Image.new("L", (160, 120)).save(train_labels / "elsewhere.png")
+        expected = f"{train_ir}: no image has a label in {train_labels}"
+    elif problem == "size mismatch":
+        name = sorted(train_ir.iterdir())[0]
+        Image.open(name).resize((80, 60)).save(name)
+        expected = f"{name}: size 80x60 differs from its label's (160x120)"
+    elif problem == "unknown config key":
+        config = tmp_path / "bad.toml"
+        config.write_text("[run]\nstep = 3\n")
+        expected = "unknown key(s) in [run]: step"
+    else:
+        seeds, expected = "0,-1", "expected comma-separated integers >= 0"
+    outcome = CliRunner().invoke(main, ["seg-bench", "--config", str(config), "--seeds", seeds, "-o", str(tmp_path / "r"), "--quiet",
+                                        "--input", "ir", str(train_ir), str(folders / "test" / "ir"),
+                                        "--train-labels", str(train_labels), "--test-labels", str(test_labels)])
+    assert outcome.exit_code == 2, outcome.output
+    assert expected in outcome.stderr
+    if problem != "bad seeds":
+        assert len(outcome.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_library_errors_have_their_types(folders):
+    name = sorted((folders / "test" / "vi").iterdir())[0]
+    Image.open(name).resize((80, 60)).save(name)
+    with pytest.raises(LabelSizeError):
+        _load(folders, "vi")
+    with pytest.raises(ValueError, match="must differ"):
+        segbench.load_bench_data(_kinds(folders, "ir") * 2, folders / "train" / "label", folders / "test" / "label")
+    with pytest.raises(ImageReadError, match="no such folder"):
+        segbench.load_bench_data(_kinds(folders, "ir"), folders / "nowhere", folders / "test" / "label")
+
+
+def test_real_msrs_test_split_has_43_labelled_frames(datasets):
+    test = datasets / "MSRS" / "test"
+    # The test split as both "train" and "test": loading is all this checks.
+    kind = segbench.InputKind("ir", test / "ir", test / "ir")
+    data = segbench.load_bench_data([kind], test / "label", test / "label")
+    assert len(data.test["ir"]) == 43 and not data.left_out
+    assert data.test["ir"][0].image.shape == (3, 480, 640)
+
+
+def test_shipped_config_loads_and_matches_the_training_network():
+    from ivfuse import train as training
+
+    config = segbench.load_config(REPO / "configs" / "segbench.toml")
+    assert config.segmentation == training.load_config(REPO / "configs" / "semantic.toml").segmentation
+    assert config.run.threads == 1
