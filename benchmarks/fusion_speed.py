@@ -31,7 +31,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CASES = {
     "640x480": dict(size=None, channels_last=False),
     "640x480 channels_last": dict(size=None, channels_last=True),
-    "3840x2160 (tiled)": dict(size=(3840, 2160), channels_last=False),
+    "3840x2160 (tiled) channels_last": dict(size=(3840, 2160), channels_last=True),
 }
 
 
