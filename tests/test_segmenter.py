@@ -13,3 +13,15 @@ def test_overlay_leaves_unlabelled_pixels_untouched():
     blended = overlay(image, np.array([[0, 1]]), opacity=1.0)
     assert blended[0, 0].tolist() == [0.5, 0.5, 0.5]
     np.testing.assert_allclose(blended[0, 1] * 255, [64, 0, 128], atol=1e-4)
+
+
+def test_shipped_weights_segment_a_real_pair_into_msrs_classes():
+    from ivfuse.io import read_pair
+    from ivfuse.segmenter import Segmenter
+
+    from .conftest import EXAMPLES
+
+    labels, fused = Segmenter().segment(*read_pair(EXAMPLES / "ir" / "00055D.png", EXAMPLES / "vi" / "00055D.png"))
+    assert labels.shape == (480, 640) and labels.dtype == np.uint8 and labels.max() <= 8
+    assert fused.shape == (480, 640, 3)
+    assert len(np.unique(labels)) > 1  # a road scene with people and a car is not all background

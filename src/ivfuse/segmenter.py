@@ -43,10 +43,10 @@ class Segmenter:
         *,
         device: str = "cpu",
     ):
-        # Segmentation weights first: until trained ones ship, they are the file most likely missing.
         path = Path(segmentation_weights) if segmentation_weights is not None else shipped_weights("segmentation")
         self.network = load_network(path, expected="SegmentationNet")
-        self.fuser = Fuser(fusion_weights, device=device)
+        # The segmentation network was trained on images of the semantic-driven fusion network.
+        self.fuser = Fuser(fusion_weights if fusion_weights is not None else shipped_weights("fusion_semantic"), device=device)
         self.network.to(self.fuser.device)
 
     def segment(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
