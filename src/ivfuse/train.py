@@ -35,7 +35,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -55,7 +54,7 @@ from tqdm import tqdm
 from .classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from .color import merge_luma_rgb, split_luma
 from .data import Augment, Sample, draw_batch, load_pairs
-from .io import atomic_write
+from .io import atomic_write, write_csv
 from .losses import ContentWeights, SemanticLossConfig, content_loss, semantic_loss
 from .metrics.segmentation import confusion_matrix, segmentation_scores
 from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet
@@ -518,8 +517,5 @@ def _open_log(path: Path, start: int, header: list[str], active: bool = True) ->
     if start and path.exists():
         with path.open(newline="") as stream:
             rows = [row for row in list(csv.reader(stream))[1:] if len(row) == len(header) and int(row[0]) < start]
-    text = io.StringIO()
-    csv.writer(text).writerows([header, *rows])
-    with atomic_write(path) as stream:
-        stream.write(text.getvalue().encode())
+    write_csv(path, [header, *rows])
     return _Log(path.open("a", newline=""))
