@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 import shutil
 
 import numpy as np
@@ -69,6 +70,9 @@ def test_cli_end_to_end_writes_per_seed_and_summary_tables(folders, tmp_path):
     assert float(summary["ir", "miou"]["mean"]) == pytest.approx(np.mean(mious))
     assert float(summary["ir", "miou"]["std"]) == pytest.approx(np.std(mious, ddof=1))
     assert (report / "summary.md").read_text().startswith("Segmentation trained from scratch")
+    assert len(list((report / "runs").glob("*.json"))) == 4
+    again = CliRunner().invoke(main, arguments + ["--set", "run.threads=2"])
+    assert again.exit_code == 0 and again.stdout == outcome.stdout
 
 
 def test_scores_come_from_one_confusion_matrix_over_the_whole_test_set(folders):
@@ -93,6 +97,48 @@ def test_seeds_give_different_but_reproducible_results(folders):
     first, other, again = segbench.run_bench(data, config, [0, 1, 0], progress=False)
     np.testing.assert_array_equal(first.confusion, again.confusion)
     assert not np.array_equal(first.confusion, other.confusion)
+
+
+def test_finished_runs_are_kept_and_not_trained_again(folders, tmp_path, monkeypatch):
+    config = segbench.load_config(TINY_CONFIG)
+    results_dir = tmp_path / "runs"
+    # Kinds run separately into one folder, as two processes would ...
+    separate = [segbench.run_bench(_load(folders, name), config, [0, 1], progress=False, results_dir=results_dir) for name in ("ir", "vi")]
+    assert len(list(results_dir.glob("*.json"))) == 4
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    # ... then one call with both kinds only collects them, with identical scores.
+    monkeypatch.setattr(segbench, "train_segmentation", no_training)
+    both = segbench.run_bench(_load(folders, "ir", "vi"), config, [0, 1], progress=False, results_dir=results_dir)
+    assert [(r.kind, r.seed) for r in both] == [("ir", 0), ("ir", 1), ("vi", 0), ("vi", 1)]
+    for again, first in zip(both, separate[0] + separate[1]):
+        np.testing.assert_array_equal(again.confusion, first.confusion)
+        assert again.scores["miou"] == first.scores["miou"]
+    # A different budget, seed or image is a different run.
+    for changed_config, seeds, data in ((dataclasses.replace(config, run=dataclasses.replace(config.run, steps=7)), [0], _load(folders, "ir")),
+                                        (config, [2], _load(folders, "ir"))):
+        with pytest.raises(AssertionError, match="trained again"):
+            segbench.run_bench(data, changed_config, seeds, progress=False, results_dir=results_dir)
+    data = _load(folders, "ir")
+    data.test["ir"][0].image[0, 0, 0] ^= 1
+    with pytest.raises(AssertionError, match="trained again"):
+        segbench.run_bench(data, config, [0], progress=False, results_dir=results_dir)
+    # Execution settings do not change what a run measures.
+    other_threads = dataclasses.replace(config, run=dataclasses.replace(config.run, threads=2))
+    segbench.run_bench(_load(folders, "ir"), other_threads, [0], progress=False, results_dir=results_dir)
+
+
+def test_an_unreadable_saved_result_is_trained_again(folders, tmp_path):
+    config = segbench.load_config(TINY_CONFIG)
+    data = _load(folders, "ir")
+    (first,) = segbench.run_bench(data, config, [0], progress=False, results_dir=tmp_path)
+    (saved,) = tmp_path.glob("*.json")
+    saved.write_text("{truncated")
+    (again,) = segbench.run_bench(data, config, [0], progress=False, results_dir=tmp_path)
+    np.testing.assert_array_equal(again.confusion, first.confusion)
+    assert json.loads(saved.read_text())["confusion"] == first.confusion.tolist()
 
 
 def test_same_seed_gives_every_kind_the_same_start_and_crops(folders):

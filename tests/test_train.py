@@ -130,6 +130,28 @@ def test_config_errors_name_the_problem(tmp_path):
         training.load_config(path)
 
 
+def test_overrides_change_one_key_each_and_name_bad_ones(tmp_path):
+    base = training.load_config(REPO / "configs" / "content.toml")
+    changed = training.load_config(REPO / "configs" / "content.toml",
+                                   ["model.spatial=false", "schedule.fusion_steps=1000", "loss.texture = 12.5", "run.device=cuda"])
+    assert changed.model == dataclasses.replace(base.model, spatial=False)
+    assert changed.schedule.fusion_steps == (1000,) and changed.loss.texture == 12.5 and changed.run.device == "cuda"
+    assert dataclasses.replace(changed, model=base.model, schedule=base.schedule, loss=base.loss, run=base.run) == base
+    with pytest.raises(ValueError, match=r"unknown key\(s\) in \[model\]: spatail"):
+        training.load_config(REPO / "configs" / "content.toml", ["model.spatail=false"])
+    with pytest.raises(ValueError, match="expected section.key=value"):
+        training.load_config(REPO / "configs" / "content.toml", ["spatial=false"])
+
+
+def test_cli_set_reaches_the_run(tmp_path):
+    arguments = _train_arguments(tmp_path / "run") + ["--set", "schedule.rounds=1", "--set", "schedule.fusion_steps=2",
+                                                     "--set", "schedule.segmentation_steps=0", "--set", "data.validation_pairs=0"]
+    subprocess.run(_command(*arguments), env=_environment(), check=True, capture_output=True, cwd=REPO)
+    assert [r["network"] for r in _rows(tmp_path / "run" / "log.csv")] == ["fusion"] * 2
+    bad = subprocess.run(_command(*_train_arguments(tmp_path / "bad"), "--set", "run.thread=2"), env=_environment(), capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "unknown key(s) in [run]: thread" in bad.stderr
+
+
 def test_validation_pairs_are_held_out_of_training():
     from ivfuse.data import load_pairs
 

@@ -148,12 +148,14 @@ def _finish_folder(report, verb: str) -> None:
 @click.option("--data-root", help="Folder the config's dataset paths are relative to (overrides [data].root).")
 @click.option("--device", help="cpu, cuda or cuda:N (overrides [run].device).")
 @click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
-def train(config_path, out_dir, data_root, device, resume):
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Change one config key for this run (TOML value), e.g. --set model.spatial=false; repeatable.")
+def train(config_path, out_dir, data_root, device, resume, overrides):
     """Train the fusion (and segmentation) network from a config file; runs under torchrun too."""
     from . import train as training
 
     try:
-        config = training.load_config(config_path)
+        config = training.load_config(config_path, overrides)
         for path in training.train(config, out_dir, resume=resume, data_root=data_root, device=device):
             click.echo(f"wrote {path}")
     except _USER_ERRORS as error:
@@ -167,10 +169,13 @@ def train(config_path, out_dir, data_root, device, resume):
 @click.option("--test-labels", required=True, type=click.Path(path_type=Path), help="Label PNGs of the test frames, e.g. MSRS/test/label.")
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Benchmark config (TOML), e.g. configs/segbench.toml.")
 @click.option("--seeds", default="0,1,2", show_default=True, metavar="S,S,...", help="One training run per input kind and seed.")
-@click.option("-o", "--out", "report_dir", required=True, type=click.Path(path_type=Path), help="Report folder to write.")
+@click.option("-o", "--out", "report_dir", required=True, type=click.Path(path_type=Path),
+              help="Report folder to write; finished runs are kept in its runs/ and not trained again.")
 @click.option("--device", help="cpu, cuda or cuda:N (overrides [run].device).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def seg_bench(inputs, train_labels, test_labels, config_path, seeds, report_dir, device, quiet):
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Change one config key for this run (TOML value), e.g. --set model.spatial=false; repeatable.")
+def seg_bench(inputs, train_labels, test_labels, config_path, seeds, report_dir, device, quiet, overrides):
     """Train the segmentation network from scratch on each input kind, test it, compare: mIoU, per-class IoU."""
     from . import segbench
 
@@ -178,12 +183,12 @@ def seg_bench(inputs, train_labels, test_labels, config_path, seeds, report_dir,
         raise click.BadParameter(f"expected comma-separated integers >= 0, got {seeds!r}", param_hint="--seeds")
     seed_list = [int(seed) for seed in seeds.split(",")]
     try:
-        config = segbench.load_config(config_path)
+        config = segbench.load_config(config_path, overrides)
         kinds = [segbench.InputKind(name, train_dir, test_dir) for name, train_dir, test_dir in inputs]
         data = segbench.load_bench_data(kinds, train_labels, test_labels)
         for line in data.left_out:
             _warn(f"left out: {line}")
-        results = segbench.run_bench(data, config, seed_list, device=device, progress=not quiet)
+        results = segbench.run_bench(data, config, seed_list, device=device, progress=not quiet, results_dir=report_dir / "runs")
         written = segbench.write_report(results, data, report_dir)
     except _USER_ERRORS as error:
         _fail(str(error))

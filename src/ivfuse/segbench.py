@@ -32,6 +32,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import time
@@ -86,14 +89,16 @@ class BenchConfig:
     run: BenchSettings = field(default_factory=BenchSettings)
 
 
-def load_config(path: str | os.PathLike) -> BenchConfig:
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> BenchConfig:
     """Read a TOML benchmark config (sections as :class:`BenchConfig`); unknown keys are errors.
 
+    ``overrides``: ``"section.key=value"`` strings applied on top (:func:`ivfuse.train.read_config`).
+
     Example:
-        >>> load_config("configs/segbench.toml").run.batch_size
-        8
+        >>> load_config("configs/segbench.toml", ["run.steps=500"]).run.steps
+        500
     """
-    return read_config(path, BenchConfig)
+    return read_config(path, BenchConfig, overrides)
 
 
 @dataclass(frozen=True)
@@ -259,10 +264,55 @@ def confusion_over_frames(network: SegmentationNet, frames: Iterable[LabelledIma
     return confusion
 
 
+def run_fingerprint(frames: Sequence[LabelledImage], config: BenchConfig, seed: int) -> str:
+    """SHA-256 (hex) of everything one run's result depends on: what it trains on and how.
+
+    The training frames (names, pixels, labels), the test frames' likewise, the config and the
+    seed. How the run is executed (``[run]`` threads, device, amp) is left out: it changes the
+    weights in their last bits, not what the run measures.
+
+    Args:
+        frames: the kind's training frames followed by its test frames.
+        config: the benchmark config.
+        seed: the run's seed.
+    """
+    digest = hashlib.sha256()
+    settings = dataclasses.asdict(config)
+    for key in ("threads", "device", "amp"):
+        settings["run"].pop(key)
+    digest.update(json.dumps({"config": settings, "seed": seed}, sort_keys=True).encode())
+    for frame in frames:
+        digest.update(frame.name.encode() + b"\0")
+        digest.update(frame.image.numpy().tobytes())
+        digest.update(frame.label.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _load_finished(path: Path, kind: str, seed: int) -> SeedResult | None:
+    """The result saved at ``path`` by an earlier run, or ``None`` (absent or unreadable)."""
+    try:
+        saved = json.loads(path.read_text())
+        confusion = np.array(saved["confusion"], dtype=np.int64).reshape(NUM_CLASSES, NUM_CLASSES)
+        return SeedResult(kind, seed, confusion, segmentation_scores(confusion), float(saved["seconds"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_bench(
-    data: BenchData, config: BenchConfig, seeds: Sequence[int], *, device: str | None = None, progress: bool = True
+    data: BenchData,
+    config: BenchConfig,
+    seeds: Sequence[int],
+    *,
+    device: str | None = None,
+    progress: bool = True,
+    results_dir: str | os.PathLike | None = None,
 ) -> list[SeedResult]:
     """Train and test one network per input kind and seed.
+
+    With ``results_dir``, every finished run is saved there (one JSON file named by its
+    :func:`run_fingerprint`), and a run whose file is already there is not trained again. So a
+    benchmark that was stopped goes on where it stopped, and input kinds can be run by separate
+    processes into one folder, then summarised by one call with every kind (nothing retrains).
 
     Args:
         data: frames from :func:`load_bench_data`.
@@ -270,6 +320,7 @@ def run_bench(
         seeds: e.g. ``[0, 1, 2]``; each gives every kind the same initial weights and crops.
         device: overrides ``config.run.device``.
         progress: show a progress bar per run (tqdm, on stderr).
+        results_dir: folder of finished runs (created if missing), or ``None``.
 
     Returns:
         One :class:`SeedResult` per kind and seed, kinds in input order, then seeds.
@@ -287,6 +338,14 @@ def run_bench(
     results = []
     for kind in data.kinds:
         for seed in seeds:
+            if results_dir is not None:
+                saved = Path(results_dir) / f"{run_fingerprint(data.train[kind] + data.test[kind], config, seed)}.json"
+                finished = _load_finished(saved, kind, seed)
+                if finished is not None:
+                    if progress:
+                        tqdm.write(f"{kind} seed {seed}: finished earlier ({saved})")
+                    results.append(finished)
+                    continue
             began = time.perf_counter()
             with tqdm(total=config.run.steps, desc=f"{kind} seed {seed}", unit="step", disable=not progress) as bar:
 
@@ -297,6 +356,11 @@ def run_bench(
                 network = train_segmentation(data.train[kind], config, seed, device, show)
             confusion = confusion_over_frames(network, data.test[kind], device)
             results.append(SeedResult(kind, seed, confusion, segmentation_scores(confusion), time.perf_counter() - began))
+            if results_dir is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                record = {"kind": kind, "seed": seed, "seconds": results[-1].seconds, "confusion": confusion.tolist()}
+                with atomic_write(saved) as stream:
+                    stream.write(json.dumps(record).encode())
     return results
 
 

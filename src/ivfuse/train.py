@@ -40,6 +40,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,31 +149,52 @@ class RunConfig:
     run: RunSettings = field(default_factory=RunSettings)
 
 
-def load_config(path: str | os.PathLike) -> RunConfig:
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a TOML run config; unknown sections or keys are an error naming them.
 
+    ``overrides`` are ``"section.key=value"`` strings applied on top (see :func:`read_config`).
+
     Example:
-        >>> config = load_config("configs/content.toml")
+        >>> config = load_config("configs/content.toml", ["schedule.fusion_steps=1000"])
         >>> config.schedule.fusion_steps
-        (3000,)
+        (1000,)
     """
-    return read_config(path, RunConfig)
+    return read_config(path, RunConfig, overrides)
 
 
-def read_config(path: str | os.PathLike, config_type: type[T]) -> T:
+def read_config(path: str | os.PathLike, config_type: type[T], overrides: Sequence[str] = ()) -> T:
     """Read a TOML file into ``config_type``, a dataclass whose fields are dataclass sections.
 
     Each ``[section]`` fills the field of that name; missing sections and keys keep their
     defaults, TOML arrays become tuples. Unknown sections or keys are an error naming them.
 
+    Args:
+        path: the TOML file.
+        config_type: e.g. :class:`RunConfig`.
+        overrides: ``"section.key=value"`` strings, each replacing (or adding) one key of the file,
+            so that a variant of a run (an ablation, a shorter budget) is the same file plus
+            the changes spelled out in its command. ``value`` is a TOML value (``false``,
+            ``0.5``, ``[1, 2]``, ``"text"``); anything that does not parse as one is a string.
+
     Raises:
-        ValueError: the file is unreadable or not TOML, or has unknown sections or keys.
+        ValueError: the file is unreadable or not TOML, has unknown sections or keys, or an
+            override is not ``section.key=value``.
     """
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ValueError(f"{path}: cannot read config ({error})") from None
+    for override in overrides:
+        name, sep, text = override.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not (sep and dot and section and key):
+            raise ValueError(f"override {override!r}: expected section.key=value, e.g. schedule.fusion_steps=1000")
+        try:
+            value = tomllib.loads(f"value = {text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        raw.setdefault(section, {})[key] = value
     sections = {}
     for section in dataclasses.fields(config_type):
         values = raw.pop(section.name, {})
