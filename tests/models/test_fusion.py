@@ -47,3 +47,17 @@ def test_gradients_reach_both_encoders():
     net(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)).mean().backward()
     for encoder in (net.encode_ir, net.encode_vis):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+
+
+def test_blend_head_keeps_source_pixels_exactly():
+    """With the head's weight logit large and its residual zero, the output is the IR image itself."""
+    net = FusionNet(FusionConfig(head="blend")).eval()
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.tensor([30.0, 0.0]))
+        ir, vis = torch.rand(1, 1, 32, 40), torch.rand(1, 1, 32, 40)
+        assert torch.allclose(net(ir, vis), ir, atol=1e-6)
+        net.head.bias.copy_(torch.tensor([0.0, 5.0]))  # residual near +1: clamped to the unit range
+        assert torch.allclose(net(ir, vis), torch.ones_like(ir))
+    with pytest.raises(ValueError, match="head must be"):
+        FusionConfig(head="linear")

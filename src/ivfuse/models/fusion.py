@@ -14,7 +14,10 @@
   features through a 1x1 convolution. Their features skip straight to the decoder.
 * The quarter and eighth scales are where IR and visible interact globally (CDIIM, see
   :mod:`ivfuse.models.interaction`); attention is affordable there.
-* The decoder upsamples bilinearly and merges the skips; a sigmoid keeps the fused Y in [0, 1].
+* The decoder upsamples bilinearly and merges the skips. Its head (``FusionConfig.head``) either
+  predicts the fused Y directly through a sigmoid (``"sigmoid"``), or (``"blend"``) a per-pixel
+  weight ``w`` and a residual ``r``: ``clamp(w * ir + (1 - w) * vis_y + tanh(r), 0, 1)``, so
+  that keeping a source's pixels and edges as they are costs the network nothing.
 
 Input height and width must be multiples of :attr:`FusionNet.size_multiple`; :class:`ivfuse.Fuser`
 pads and crops around the network. Only ``torch`` is imported here.
@@ -41,6 +44,11 @@ class FusionConfig:
     spatial: bool = True
     channel: bool = True
     integration: bool = True
+    head: str = "sigmoid"
+
+    def __post_init__(self):
+        if self.head not in ("sigmoid", "blend"):
+            raise ValueError(f"FusionConfig.head must be 'sigmoid' or 'blend', not {self.head!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,7 +188,7 @@ class FusionNet(nn.Module):
             [CrossDomainInteraction(w[2], config.kv_strides[0], **parts), CrossDomainInteraction(w[3], config.kv_strides[1], **parts)]
         )
         self.decode = nn.ModuleList([DecoderStage(w[3], w[2], w[2]), DecoderStage(w[2], 2 * w[1], w[1]), DecoderStage(w[1], 2 * w[0], w[0], kernel_size=1)])
-        self.head = nn.Conv2d(w[0], 1, 3, padding=1)
+        self.head = nn.Conv2d(w[0], 2 if config.head == "blend" else 1, 3, padding=1)
 
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         ir0, ir1, ir2 = self.encode_ir(ir)
@@ -190,4 +198,8 @@ class FusionNet(nn.Module):
         x = self.decode[0](fused3, fused2)
         x = self.decode[1](x, torch.cat([ir1, vis1], dim=1))
         x = self.decode[2](x, torch.cat([ir0, vis0], dim=1))
-        return torch.sigmoid(self.head(x))
+        if self.config.head == "sigmoid":
+            return torch.sigmoid(self.head(x))
+        weight, residual = self.head(x).chunk(2, dim=1)
+        weight = torch.sigmoid(weight)
+        return (weight * ir + (1 - weight) * vis_y + torch.tanh(residual)).clamp(0, 1)
