@@ -71,8 +71,10 @@ def test_cli_end_to_end_writes_per_seed_and_summary_tables(folders, tmp_path):
     assert float(summary["ir", "miou"]["std"]) == pytest.approx(np.std(mious, ddof=1))
     assert (report / "summary.md").read_text().startswith("Segmentation trained from scratch")
     assert len(list((report / "runs").glob("*.json"))) == 4
-    again = CliRunner().invoke(main, arguments + ["--set", "run.threads=2"])
+    # Run again (progress shown this time): nothing retrains, the summary is the same.
+    again = CliRunner().invoke(main, [a for a in arguments if a != "--quiet"] + ["--set", "run.threads=2"])
     assert again.exit_code == 0 and again.stdout == outcome.stdout
+    assert again.stderr.count("finished earlier") == 4
 
 
 def test_scores_come_from_one_confusion_matrix_over_the_whole_test_set(folders):

@@ -37,6 +37,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -343,7 +344,7 @@ def run_bench(
                 finished = _load_finished(saved, kind, seed)
                 if finished is not None:
                     if progress:
-                        tqdm.write(f"{kind} seed {seed}: finished earlier ({saved})")
+                        tqdm.write(f"{kind} seed {seed}: finished earlier ({saved})", file=sys.stderr)
                     results.append(finished)
                     continue
             began = time.perf_counter()
