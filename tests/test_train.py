@@ -167,7 +167,7 @@ def test_shipped_configs_load(name):
     assert training.plan_phases(config.schedule)
 
 
-@pytest.mark.parametrize("weights", ["fusion_semantic.safetensors", "segmentation.safetensors"])
+@pytest.mark.parametrize("weights", ["fusion.safetensors", "segmentation.safetensors"])
 def test_shipped_weights_were_trained_with_the_shipped_config(weights):
     """Every setting recorded in the weights' metadata is what configs/semantic.toml says today."""
     import json

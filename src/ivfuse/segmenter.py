@@ -45,8 +45,8 @@ class Segmenter:
     ):
         path = Path(segmentation_weights) if segmentation_weights is not None else shipped_weights("segmentation")
         self.network = load_network(path, expected="SegmentationNet")
-        # The segmentation network was trained on images of the semantic-driven fusion network.
-        self.fuser = Fuser(fusion_weights if fusion_weights is not None else shipped_weights("fusion_semantic"), device=device)
+        # The shipped segmentation network was trained on the shipped fusion network's images.
+        self.fuser = Fuser(fusion_weights if fusion_weights is not None else shipped_weights("fusion"), device=device)
         self.network.to(self.fuser.device)
 
     def segment(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
