@@ -127,6 +127,11 @@ def test_finished_runs_are_kept_and_not_trained_again(folders, tmp_path, monkeyp
     data.test["ir"][0].image[0, 0, 0] ^= 1
     with pytest.raises(AssertionError, match="trained again"):
         segbench.run_bench(data, config, [0], progress=False, results_dir=results_dir)
+    # The same frames split differently between train and test are a different run.
+    data = _load(folders, "ir")
+    data.train["ir"], data.test["ir"] = data.train["ir"][:-1], data.train["ir"][-1:] + data.test["ir"]
+    with pytest.raises(AssertionError, match="trained again"):
+        segbench.run_bench(data, config, [0], progress=False, results_dir=results_dir)
     # Execution settings do not change what a run measures.
     other_threads = dataclasses.replace(config, run=dataclasses.replace(config.run, threads=2))
     segbench.run_bench(_load(folders, "ir"), other_threads, [0], progress=False, results_dir=results_dir)

@@ -269,7 +269,7 @@ def run_fingerprint(frames: Sequence[LabelledImage], config: BenchConfig, seed: 
     """SHA-256 (hex) of everything one run's result depends on: what it trains on and how.
 
     The training frames (names, pixels, labels), the test frames' likewise, the config and the
-    seed. How the run is executed (``[run]`` threads, device, amp) is left out: it changes the
+    seed. Where the train frames end is checked from the saved result's frame counts. How the run is executed (``[run]`` threads, device, amp) is left out: it changes the
     weights in their last bits, not what the run measures.
 
     Args:
@@ -289,10 +289,13 @@ def run_fingerprint(frames: Sequence[LabelledImage], config: BenchConfig, seed: 
     return digest.hexdigest()
 
 
-def _load_finished(path: Path, kind: str, seed: int) -> SeedResult | None:
-    """The result saved at ``path`` by an earlier run, or ``None`` (absent or unreadable)."""
+def _load_finished(path: Path, kind: str, seed: int, frames: tuple[int, int]) -> SeedResult | None:
+    """The result saved at ``path`` by an earlier run, or ``None`` (absent, unreadable, or made
+    with another split of the same frames: ``frames`` is ``(train, test)`` counts)."""
     try:
         saved = json.loads(path.read_text())
+        if (saved["train_frames"], saved["test_frames"]) != frames:
+            return None
         confusion = np.array(saved["confusion"], dtype=np.int64).reshape(NUM_CLASSES, NUM_CLASSES)
         return SeedResult(kind, seed, confusion, segmentation_scores(confusion), float(saved["seconds"]))
     except (OSError, ValueError, KeyError, TypeError):
@@ -339,9 +342,10 @@ def run_bench(
     results = []
     for kind in data.kinds:
         for seed in seeds:
+            frames = (len(data.train[kind]), len(data.test[kind]))
             if results_dir is not None:
                 saved = Path(results_dir) / f"{run_fingerprint(data.train[kind] + data.test[kind], config, seed)}.json"
-                finished = _load_finished(saved, kind, seed)
+                finished = _load_finished(saved, kind, seed, frames)
                 if finished is not None:
                     if progress:
                         tqdm.write(f"{kind} seed {seed}: finished earlier ({saved})", file=sys.stderr)
@@ -359,7 +363,8 @@ def run_bench(
             results.append(SeedResult(kind, seed, confusion, segmentation_scores(confusion), time.perf_counter() - began))
             if results_dir is not None:
                 saved.parent.mkdir(parents=True, exist_ok=True)
-                record = {"kind": kind, "seed": seed, "seconds": results[-1].seconds, "confusion": confusion.tolist()}
+                record = {"kind": kind, "seed": seed, "train_frames": frames[0], "test_frames": frames[1],
+                          "seconds": results[-1].seconds, "confusion": confusion.tolist()}
                 with atomic_write(saved) as stream:
                     stream.write(json.dumps(record).encode())
     return results
