@@ -141,6 +141,10 @@ def test_overrides_change_one_key_each_and_name_bad_ones(tmp_path):
         training.load_config(REPO / "configs" / "content.toml", ["model.spatail=false"])
     with pytest.raises(ValueError, match="expected section.key=value"):
         training.load_config(REPO / "configs" / "content.toml", ["spatial=false"])
+    flat = tmp_path / "flat.toml"
+    flat.write_text("model = 3\n")
+    with pytest.raises(ValueError, match="model is not a \\[section\\]"):
+        training.load_config(flat, ["model.spatial=false"])
 
 
 def test_cli_set_reaches_the_run(tmp_path):

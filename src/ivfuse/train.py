@@ -194,7 +194,10 @@ def read_config(path: str | os.PathLike, config_type: type[T], overrides: Sequen
             value = tomllib.loads(f"value = {text.strip()}")["value"]
         except tomllib.TOMLDecodeError:
             value = text.strip()
-        raw.setdefault(section, {})[key] = value
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: {section} is not a [section], so override {override!r} cannot set a key in it")
+        table[key] = value
     sections = {}
     for section in dataclasses.fields(config_type):
         values = raw.pop(section.name, {})
