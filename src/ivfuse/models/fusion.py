@@ -36,7 +36,12 @@ from .interaction import CrossDomainInteraction
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Architecture of :class:`FusionNet`; stored in the weights file's metadata."""
+    """Architecture of :class:`FusionNet`; stored in the weights file's metadata.
+
+    The shipped configs and weights use ``head="blend"`` (module doc). The default stays
+    ``"sigmoid"`` because weights saved before ``head`` existed record no value for it, and
+    they were trained with the sigmoid head.
+    """
 
     widths: tuple[int, int, int, int] = (8, 16, 32, 48)
     kv_strides: tuple[int, int] = (8, 4)
