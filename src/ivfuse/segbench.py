@@ -269,8 +269,9 @@ def run_fingerprint(frames: Sequence[LabelledImage], config: BenchConfig, seed: 
     """SHA-256 (hex) of everything one run's result depends on: what it trains on and how.
 
     The training frames (names, pixels, labels), the test frames' likewise, the config and the
-    seed. Where the train frames end is checked from the saved result's frame counts. How the run is executed (``[run]`` threads, device, amp) is left out: it changes the
-    weights in their last bits, not what the run measures.
+    seed. Where the train frames end is checked from the saved result's frame counts. How the
+    run is executed (``[run]`` threads, device, amp) is left out: it changes the weights in their
+    last bits, not what the run measures.
 
     Args:
         frames: the kind's training frames followed by its test frames.
@@ -341,8 +342,8 @@ def run_bench(
     torch.set_flush_denormal(True)
     results = []
     for kind in data.kinds:
+        frames = (len(data.train[kind]), len(data.test[kind]))
         for seed in seeds:
-            frames = (len(data.train[kind]), len(data.test[kind]))
             if results_dir is not None:
                 saved = Path(results_dir) / f"{run_fingerprint(data.train[kind] + data.test[kind], config, seed)}.json"
                 finished = _load_finished(saved, kind, seed, frames)
