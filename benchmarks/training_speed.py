@@ -1,6 +1,6 @@
 """Seconds per training step of each kind, measured by running the real loop briefly.
 
-    python benchmarks/training_speed.py [--config configs/semantic.toml] [--threads 1] [--steps 12]
+    python benchmarks/training_speed.py [--config configs/semantic.toml] [--threads 2] [--steps 12]
 
 Runs ``ivfuse.train.train`` on the config's data, networks, batch and crop size with a short
 schedule (round 0: fusion + segmentation, round 1: fusion with the semantic loss), reads the

@@ -106,3 +106,5 @@ def test_unknown_method_and_bad_tiles_are_refused():
         Fuser(method="nope")
     with pytest.raises(ValueError, match="tile_size"):
         Fuser(tile_size=100)
+    with pytest.raises(ValueError, match="weights are for the cdiim network; the gff baseline takes none"):
+        Fuser("fusion.safetensors", method="gff")

@@ -25,3 +25,25 @@ def test_shipped_weights_segment_a_real_pair_into_msrs_classes():
     assert labels.shape == (480, 640) and labels.dtype == np.uint8 and labels.max() <= 8
     assert fused.shape == (480, 640, 3)
     assert len(np.unique(labels)) > 1  # a road scene with people and a car is not all background
+
+
+def test_a_pair_whose_overlay_cannot_be_written_leaves_no_label(tmp_path, monkeypatch):
+    from ivfuse import segmenter as module
+    from ivfuse.io import WriteError, write_image
+
+    from .conftest import EXAMPLES
+
+    def refuse_overlays(path, *args, **kwargs):
+        if path.parent.name == "overlays":
+            raise WriteError(f"{path}: disk full")
+        return write_image(path, *args, **kwargs)
+
+    monkeypatch.setattr(module, "write_image", refuse_overlays)
+    stem = "00055D"
+    try:
+        module.segment_pair_files(module.Segmenter(), EXAMPLES / "ir" / f"{stem}.png", EXAMPLES / "vi" / f"{stem}.png", tmp_path, stem)
+    except WriteError as error:
+        assert "disk full" in str(error)
+    else:
+        raise AssertionError("the overlay's write error was swallowed")
+    assert not (tmp_path / "labels" / f"{stem}.png").exists()

@@ -128,6 +128,36 @@ def test_config_errors_name_the_problem(tmp_path):
     path.write_text("[schedule]\nrounds = 2\nfusion_steps = [1, 2, 3]\n")
     with pytest.raises(ValueError, match="one per round"):
         training.load_config(path)
+    path.write_text("[run]\nthreads = 'two'\n")
+    with pytest.raises(ValueError, match=r"\[run\] threads must be an integer, not 'two'"):
+        training.load_config(path)
+    path.write_text("[model]\nwidths = [8, 16, 32.5, 48]\n")
+    with pytest.raises(ValueError, match=r"\[model\] widths must be an integer, not 32.5"):
+        training.load_config(path)
+
+
+def test_config_values_take_their_field_types(tmp_path):
+    path = tmp_path / "typed.toml"
+    path.write_text("[data]\ntrain = 'MSRS/train'\n[loss]\ntexture = 10\n[schedule]\nfusion_steps = 7\n")
+    config = training.load_config(path)
+    assert config.data.train == ("MSRS/train",)  # one folder, not a string's characters
+    assert config.loss.texture == 10.0 and type(config.loss.texture) is float
+    assert config.schedule.fusion_steps == (7,)
+
+
+def test_a_checkpoint_is_resumed_only_by_the_run_that_wrote_it(tmp_path):
+    tiny = training.load_config(TINY_CONFIG)
+    config = dataclasses.replace(tiny, schedule=dataclasses.replace(tiny.schedule, rounds=1, fusion_steps=(2,), segmentation_steps=(0,)),
+                                 data=dataclasses.replace(tiny.data, validation_pairs=0))
+    out = tmp_path / "run"
+    training.train(config, out, data_root=str(TINY_DATA))
+    with pytest.raises(ValueError, match="holds the checkpoint of an earlier run; pass --resume"):
+        training.train(config, out, data_root=str(TINY_DATA))
+    longer = dataclasses.replace(config, schedule=dataclasses.replace(config.schedule, fusion_steps=(3,)))
+    with pytest.raises(ValueError, match=r"another config \(schedule.fusion_steps differ\)"):
+        training.train(longer, out, resume=True, data_root=str(TINY_DATA))
+    other_settings = dataclasses.replace(config, run=dataclasses.replace(config.run, threads=2, checkpoint_minutes=1.0))
+    assert training.train(other_settings, out, resume=True, data_root=str(TINY_DATA))  # how it runs may change
 
 
 def test_overrides_change_one_key_each_and_name_bad_ones(tmp_path):

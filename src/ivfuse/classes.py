@@ -17,5 +17,7 @@ PALETTE = np.array(
     dtype=np.uint8,
 )
 NUM_CLASSES = len(CLASS_NAMES)
+#: Column names of the per-class IoUs in CSV files (training validation, segmentation benchmark).
+IOU_COLUMNS = tuple(f"iou_{name.replace(' ', '_')}" for name in CLASS_NAMES)
 #: Label value that no loss or metric counts (also used for the pixels of unlabelled pairs).
 IGNORE_INDEX = 255

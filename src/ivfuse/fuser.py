@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .color import infrared_to_grey, merge_luma, split_luma, to_tensor
 from .io import ImageReadError, WriteError, find_pairs, read_pair, write_image
+from .runtime import resolve_device
 from .serialization import load_network, shipped_weights
 
 NETWORK_METHOD = "cdiim"
@@ -37,7 +38,7 @@ class Fuser:
             size, so memory stays bounded (about 1 GB for 4K at the default); a multiple of 8.
         tile_overlap: overlap between tiles, blended with linear ramps.
         channels_last: run the network in channels-last memory format; ``None`` (default) uses it
-            on the CPU, where benchmarks/fusion_speed.py measured it 1.3x faster.
+            on the CPU, where ``benchmarks/fusion_speed.py`` measures it faster (README, Speed).
 
     Example:
         >>> fuser = Fuser()
@@ -59,9 +60,7 @@ class Fuser:
     ):
         if tile_size % 8 or tile_size < 64 or not 0 <= tile_overlap < tile_size // 2:
             raise ValueError("tile_size must be a multiple of 8 (>= 64) and tile_overlap in [0, tile_size / 2)")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.method = method
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
         if channels_last is None:
@@ -76,6 +75,8 @@ class Fuser:
 
             if method not in BASELINES:
                 raise ValueError(f"unknown method {method!r}; choose {NETWORK_METHOD} or one of {', '.join(BASELINES)}")
+            if weights is not None:
+                raise ValueError(f"{weights}: weights are for the {NETWORK_METHOD} network; the {method} baseline takes none")
             self.weights, self.network, self.baseline = None, None, BASELINES[method]
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, *, grey: bool = False) -> np.ndarray:

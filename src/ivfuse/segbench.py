@@ -47,16 +47,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .classes import CLASS_NAMES, NUM_CLASSES
+from .classes import IOU_COLUMNS, NUM_CLASSES
 from .data import Augment, LabelledImage, draw_crops, load_labelled_image
 from .io import ImageReadError, LabelSizeError, atomic_write, list_images, read_label, write_csv
 from .losses import SemanticLossConfig
 from .metrics.segmentation import confusion_matrix, segmentation_scores
 from .models import SegmentationConfig, SegmentationNet
+from .runtime import prepare_training_threads, resolve_device
 from .train import OptimConfig, learning_rate, make_optimizer, mixed_precision, optimizer_step, read_config, segmentation_loss
 
-#: Column names of the per-class IoUs in the CSV files.
-IOU_COLUMNS = tuple(f"iou_{name.replace(' ', '_')}" for name in CLASS_NAMES)
 #: Scores reported per input kind besides the per-class IoUs: key of ``segmentation_scores`` -> table heading.
 SCORES = {
     "miou": "mIoU 0-8",
@@ -334,12 +333,8 @@ def run_bench(
         raise ValueError("no seed given")
     if config.segmentation.classes != NUM_CLASSES:
         raise ValueError(f"[segmentation] classes must be {NUM_CLASSES} (the MSRS classes of the labels), not {config.segmentation.classes}")
-    device = torch.device(device or config.run.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} asked for, but CUDA is not available")
-    torch.set_num_threads(config.run.threads)
-    # Denormal floats appear as weights settle and make CPU kernels many times slower.
-    torch.set_flush_denormal(True)
+    device = resolve_device(device or config.run.device)
+    prepare_training_threads(config.run.threads)
     results = []
     for kind in data.kinds:
         frames = (len(data.train[kind]), len(data.test[kind]))

@@ -14,7 +14,7 @@ import torch
 
 from .classes import PALETTE
 from .fuser import Fuser
-from .io import read_pair, write_image
+from .io import WriteError, read_pair, write_image
 from .serialization import load_network, shipped_weights
 
 
@@ -104,5 +104,10 @@ def segment_pair_files(segmenter: Segmenter, ir_path: Path, vis_path: Path, out_
     """
     labels, fused = segmenter.segment(*read_pair(ir_path, vis_path))
     label_path = write_image(out_dir / "labels" / f"{stem}.png", labels / 255.0)
-    write_image(out_dir / "overlays" / f"{stem}.png", overlay(fused, labels))
+    try:
+        write_image(out_dir / "overlays" / f"{stem}.png", overlay(fused, labels))
+    except WriteError:
+        # A failed pair leaves no output: its label without the overlay would look like a finished pair.
+        label_path.unlink(missing_ok=True)
+        raise
     return label_path

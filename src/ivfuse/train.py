@@ -25,7 +25,8 @@ contiguous slice of it; DistributedDataParallel averages the gradients (gloo on 
 Process 0 logs, validates and writes files.
 
 Outputs in ``out_dir``: ``log.csv`` (one row per step), ``validation.csv`` (one row per round),
-``checkpoint.pt`` (networks + optimizers + step; loaded with ``weights_only=True``),
+``checkpoint.pt`` (networks + optimizers + step + the run's config, which a resumption must
+match; loaded with ``weights_only=True``),
 ``fusion.safetensors`` and, when segmentation was trained, ``segmentation.safetensors``; under
 torchrun also ``rank_digests.txt`` (each process's :func:`weights_digest`, which must agree).
 """
@@ -52,13 +53,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from .classes import IGNORE_INDEX, IOU_COLUMNS, NUM_CLASSES
 from .color import merge_luma_rgb, split_luma
 from .data import Augment, Sample, draw_batch, load_pairs
 from .io import atomic_write, write_csv
 from .losses import ContentWeights, SemanticLossConfig, content_loss, semantic_loss
 from .metrics.segmentation import confusion_matrix, segmentation_scores
 from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet
+from .runtime import prepare_training_threads, resolve_device
 from .serialization import load_network, save_network
 
 if sys.version_info >= (3, 11):
@@ -206,11 +208,30 @@ def read_config(path: str | os.PathLike, config_type: type[T], overrides: Sequen
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"{path}: unknown key(s) in [{section.name}]: {', '.join(sorted(unknown))}")
-        values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+        defaults = section_type()
+        values = {key: _typed(f"{path}: [{section.name}] {key}", value, getattr(defaults, key)) for key, value in values.items()}
         sections[section.name] = section_type(**values)
     if raw:
         raise ValueError(f"{path}: unknown section(s): {', '.join(sorted(raw))}")
     return config_type(**sections)
+
+
+def _typed(where: str, value, default):
+    """``value`` read from TOML, checked against the type of its field's default.
+
+    A single value for a list field becomes a one-element tuple (``train = "MSRS/train"``), an
+    integer for a float field a float; anything else of the wrong type is an error naming it.
+    """
+    if isinstance(default, tuple):
+        items = value if isinstance(value, list) else [value]
+        return tuple(_typed(where, item, default[0]) for item in items) if default else tuple(items)
+    expected = type(default)
+    if expected is float and type(value) is int:
+        return float(value)
+    if type(value) is not expected:
+        kinds = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+        raise ValueError(f"{where} must be {kinds[expected]}, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -319,7 +340,8 @@ def train(
     Args:
         config: the run (see :func:`load_config`).
         out_dir: run folder for logs, checkpoint and final weights.
-        resume: continue from ``out_dir/checkpoint.pt`` if it exists.
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists; without it, a checkpoint
+            already there is an error (it belongs to an earlier run).
         data_root: overrides ``config.data.root``.
         device: overrides ``config.run.device``.
     """
@@ -327,11 +349,15 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     run, schedule = config.run, config.schedule
     rank, world, device = _start_processes(device or run.device)
+    checkpoint_path, run_record, state = out_dir / "checkpoint.pt", _run_record(config), None
+    if checkpoint_path.exists():
+        if not resume:
+            raise ValueError(f"{out_dir}: holds the checkpoint of an earlier run; pass --resume to continue it, or choose another --out")
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        _check_same_run(checkpoint_path, state.get("run_config"), run_record)
     if run.batch_size % world:
         raise ValueError(f"[run] batch_size ({run.batch_size}) must be divisible by the number of processes ({world})")
-    torch.set_num_threads(run.threads)
-    # Denormal floats appear as weights settle and make CPU kernels many times slower.
-    torch.set_flush_denormal(True)
+    prepare_training_threads(run.threads)
     torch.manual_seed(run.seed)
 
     root = Path(data_root or config.data.root)
@@ -354,9 +380,7 @@ def train(
     optimizers = {"fusion": make_optimizer(fusion, config.fusion_optim), "segmentation": make_optimizer(segmentation, config.segmentation_optim)}
     optim_configs = {"fusion": config.fusion_optim, "segmentation": config.segmentation_optim}
     start = 0
-    checkpoint_path = out_dir / "checkpoint.pt"
-    if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    if state is not None:
         fusion.load_state_dict(state["fusion"])
         segmentation.load_state_dict(state["segmentation"])
         for name, optimizer in optimizers.items():
@@ -372,8 +396,7 @@ def train(
     is_main = rank == 0
     end = sum(p.steps for p in phases)
     log = _open_log(out_dir / "log.csv", start, ["step", "round", "network", "lr", "loss", "intensity", "texture", "ssim", "semantic", "seconds"], is_main)
-    iou_columns = [f"iou_{name.replace(' ', '_')}" for name in CLASS_NAMES]
-    validation_log = _open_log(out_dir / "validation.csv", start, ["step", "round", "content_loss", "miou", *iou_columns], is_main)
+    validation_log = _open_log(out_dir / "validation.csv", start, ["step", "round", "content_loss", "miou", *IOU_COLUMNS], is_main)
     last_checkpoint = time.monotonic()
     progress = tqdm(range(start, end), initial=start, total=end, desc="train", unit="step", disable=not is_main)
     for step in progress:
@@ -420,12 +443,12 @@ def train(
             validation_log.writerow([step, phase.round, f"{scores['content_loss']:.6g}", f"{scores['miou']:.4f}", *(f"{v:.4f}" for v in scores["iou"])])
             progress.write(f"round {phase.round}: validation content loss {scores['content_loss']:.4f}, mIoU {scores['miou']:.4f}")
         if is_main and time.monotonic() - last_checkpoint > 60 * run.checkpoint_minutes:
-            _save_checkpoint(checkpoint_path, fusion, segmentation, optimizers, step + 1, (log, validation_log))
+            _save_checkpoint(checkpoint_path, fusion, segmentation, optimizers, step + 1, (log, validation_log), run_record)
             last_checkpoint = time.monotonic()
 
     outputs = []
     if is_main:
-        _save_checkpoint(checkpoint_path, fusion, segmentation, optimizers, end, (log, validation_log))
+        _save_checkpoint(checkpoint_path, fusion, segmentation, optimizers, end, (log, validation_log), run_record)
         log.close()
         validation_log.close()
         provenance = {"steps": str(end), "run_config": json.dumps(dataclasses.asdict(config))}
@@ -471,9 +494,7 @@ def validate(
 def _start_processes(device_name: str) -> tuple[int, int, torch.device]:
     """Join the process group when launched by ``torchrun``; returns ``(rank, world size, device)``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = torch.device(device_name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device_name!r} asked for, but CUDA is not available")
+    device = resolve_device(device_name)
     if world == 1:
         return 0, 1, device
     if device.type == "cuda":
@@ -503,11 +524,32 @@ def _record_rank_digests(out_dir: Path, rank: int, world: int, *networks: torch.
             print("warning: the processes ended with different weights (see rank_digests.txt)", file=sys.stderr)
 
 
-def _save_checkpoint(path: Path, fusion, segmentation, optimizers: dict, step: int, logs) -> None:
+def _run_record(config: RunConfig) -> str:
+    """The config as JSON, less what may change between a run and its resumption: where the data
+    lives, the thread count, the device and how often checkpoints are written."""
+    record = dataclasses.asdict(config)
+    del record["data"]["root"]
+    for key in ("threads", "device", "checkpoint_minutes"):
+        del record["run"][key]
+    return json.dumps(record, sort_keys=True)
+
+
+def _check_same_run(path: Path, recorded: str | None, current: str) -> None:
+    """Refuse to resume a checkpoint written by a run with another config."""
+    if recorded == current:
+        return
+    if recorded is None:
+        raise ValueError(f"{path}: records no run config (written by an older ivfuse); start the run afresh in another --out")
+    before, now = json.loads(recorded), json.loads(current)
+    changed = [f"{section}.{key}" for section in now for key in now[section] if before.get(section, {}).get(key) != now[section][key]]
+    raise ValueError(f"{path}: written by a run with another config ({', '.join(changed)} differ); resume with the same config, or choose another --out")
+
+
+def _save_checkpoint(path: Path, fusion, segmentation, optimizers: dict, step: int, logs, run_record: str) -> None:
     # Log rows first: a resumed run keeps the rows before its checkpoint's step and redoes the rest.
     for log in logs:
         log.flush()
-    state = {"fusion": fusion.state_dict(), "segmentation": segmentation.state_dict(), "step": step}
+    state = {"fusion": fusion.state_dict(), "segmentation": segmentation.state_dict(), "step": step, "run_config": run_record}
     state.update({f"{name}_optimizer": optimizer.state_dict() for name, optimizer in optimizers.items()})
     with atomic_write(path) as stream:
         torch.save(state, stream)

@@ -167,7 +167,7 @@ class FusionNet(nn.Module):
     """Infrared + visible luminance -> fused luminance.
 
     Args:
-        config: architecture; ``FusionConfig()`` is the shipped one. ``spatial``, ``channel`` and
+        config: architecture; the shipped weights use ``FusionConfig(head="blend")``. ``spatial``, ``channel`` and
             ``integration`` switch the CDIIM parts for ablation.
 
     Shape:

@@ -14,7 +14,8 @@ can be switched off for ablation:
     soft selection (gate) and refined with local depthwise-convolution context (residual).
     Switched off, the streams are merged by a plain 1x1 convolution of their concatenation.
 
-With (a) and (b) the outputs include the residual input, so a switched-off part is an identity.
+(a) adds its result to its input and (b) scales its input by weights that start near 1, so
+switching either off leaves the streams as they were (an identity).
 Only ``torch`` is imported, so the module can be reused on its own.
 """
 
