@@ -23,7 +23,8 @@ TINY_MSRS = REPO / "tests" / "data" / "tiny" / "MSRS"
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def restore_threads():
+    """run_bench sets the thread count from its config; later tests get theirs back."""
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
