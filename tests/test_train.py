@@ -206,16 +206,41 @@ def test_shipped_configs_load(name):
     [("fusion_content.safetensors", "content.toml"), ("fusion.safetensors", "semantic.toml"), ("segmentation.safetensors", "semantic.toml")],
 )
 def test_shipped_weights_were_trained_with_the_shipped_config(weights, config):
-    """The run config recorded in the weights' metadata is, key for key, what the config file says today."""
+    """The run config recorded in the weights' metadata is, key for key, what the config file says
+    today. A key added after the weights were trained must hold its default, the behaviour they
+    were trained with (so a config that sets it, like ``head = "blend"`` once did, fails here)."""
     import json
 
     from ivfuse.serialization import read_metadata
 
+    as_json = lambda config: json.loads(json.dumps(dataclasses.asdict(config)))
     recorded = json.loads(read_metadata(REPO / "src" / "ivfuse" / "weights" / weights)["run_config"])
-    shipped = json.loads(json.dumps(dataclasses.asdict(training.load_config(REPO / "configs" / config))))
+    shipped, defaults = as_json(training.load_config(REPO / "configs" / config)), as_json(training.RunConfig())
     assert recorded.keys() == shipped.keys()
     for section in shipped:
-        assert recorded[section] == shipped[section], f"[{section}]"
+        assert {**defaults[section], **recorded[section]} == shipped[section], f"[{section}]"
+
+
+def test_semantic_gradient_through_the_weight_map_leaves_the_residual_alone(tmp_path):
+    from ivfuse.models import FusionConfig, FusionNet, blend_sources
+
+    torch.manual_seed(0)
+    network = FusionNet(FusionConfig(widths=(4, 8, 8, 8), kv_strides=(4, 2), head="blend"))
+    ir, vis_y = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    weight, residual = network(ir, vis_y, return_blend=True)
+    torch.testing.assert_close(blend_sources(weight, residual, ir, vis_y), network(ir, vis_y), rtol=0, atol=0)
+    blend_sources(weight, residual.detach(), ir, vis_y).mean().backward()
+    head_gradient = network.head.weight.grad  # output channel 0: weight, 1: residual
+    assert head_gradient[0].abs().sum() > 0 and head_gradient[1].abs().sum() == 0
+
+    tiny = training.load_config(TINY_CONFIG)
+    schedule = dataclasses.replace(tiny.schedule, rounds=2, fusion_steps=(2,), segmentation_steps=(2,), semantic_gradient="weight")
+    sigmoid = dataclasses.replace(tiny, schedule=schedule, data=dataclasses.replace(tiny.data, validation_pairs=0))
+    with pytest.raises(ValueError, match="needs \\[model\\] head = 'blend'"):
+        training.train(sigmoid, tmp_path / "sigmoid", data_root=str(TINY_DATA))
+    blend = dataclasses.replace(sigmoid, model=dataclasses.replace(tiny.model, head="blend"))
+    training.train(blend, tmp_path / "blend", data_root=str(TINY_DATA))
+    assert any(r["semantic"] != "" for r in _rows(tmp_path / "blend" / "log.csv") if r["round"] == "1" and r["network"] == "fusion")
 
 
 def test_init_fusion_is_loaded_and_the_segmentation_phase_leaves_it_untouched(tmp_path):

@@ -59,7 +59,7 @@ from .data import Augment, Sample, draw_batch, load_pairs
 from .io import atomic_write, write_csv
 from .losses import ContentWeights, SemanticLossConfig, content_loss, semantic_loss
 from .metrics.segmentation import confusion_matrix, segmentation_scores
-from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet
+from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet, blend_sources
 from .runtime import prepare_training_threads, resolve_device
 from .serialization import load_network, save_network
 
@@ -90,6 +90,10 @@ class ScheduleConfig:
 
     ``fusion_steps`` and ``segmentation_steps`` hold one value for every round or one per round.
     ``init_fusion``: fusion weights (``.safetensors``) to start from instead of a random network.
+    ``semantic_gradient``: what the semantic loss may change. ``"image"``: every fused pixel.
+    ``"weight"`` (blend head only): only the per-pixel source weight, so the loss decides which
+    source a pixel takes while edges and detail stay what the content loss made them (the
+    residual reaches the segmentation network detached).
     """
 
     rounds: int = 1
@@ -97,8 +101,11 @@ class ScheduleConfig:
     segmentation_steps: tuple[int, ...] = (0,)
     semantic_weight: float = 0.0
     init_fusion: str = ""
+    semantic_gradient: str = "image"
 
     def __post_init__(self):
+        if self.semantic_gradient not in ("image", "weight"):
+            raise ValueError(f"[schedule] semantic_gradient must be 'image' or 'weight', not {self.semantic_gradient!r}")
         for name in ("fusion_steps", "segmentation_steps"):
             steps = getattr(self, name)
             steps = (steps,) if isinstance(steps, int) else tuple(steps)
@@ -367,6 +374,9 @@ def train(
     total = {name: sum(p.steps for p in phases if p.network == name) for name in ("fusion", "segmentation")}
     if not labelled and (total["segmentation"] or schedule.semantic_weight):
         raise ValueError("the schedule trains segmentation, but no training pair has a label/ file")
+    through_weight = schedule.semantic_gradient == "weight"
+    if through_weight and config.model.head != "blend":
+        raise ValueError("[schedule] semantic_gradient = 'weight' needs [model] head = 'blend'")
 
     fusion = FusionNet(config.model)
     segmentation = SegmentationNet(config.segmentation)
@@ -415,12 +425,17 @@ def train(
         parts = {}
         if phase.network == "fusion":
             with autocast:
-                fused = trained["fusion"](ir, vis_y)
+                if through_weight:
+                    weight, residual = trained["fusion"](ir, vis_y, return_blend=True)
+                    fused = blend_sources(weight, residual, ir, vis_y)
+                else:
+                    fused = trained["fusion"](ir, vis_y)
                 loss, parts = content_loss(fused, ir, vis_y, config.loss)
                 has_label = (label != IGNORE_INDEX).flatten(1).any(dim=1)
                 # Unlabelled pairs of the batch give the content loss only.
                 if phase.semantic_weight and has_label.any():
-                    logits = segmentation(merge_luma_rgb(fused, cbcr)[has_label])
+                    seen = blend_sources(weight, residual.detach(), ir, vis_y) if through_weight else fused
+                    logits = segmentation(merge_luma_rgb(seen, cbcr)[has_label])
                     semantic = semantic_loss(logits, label[has_label], config.semantic_loss)
                     loss = loss + phase.semantic_weight * semantic
                     parts["semantic"] = semantic.item()

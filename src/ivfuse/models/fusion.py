@@ -167,8 +167,8 @@ class FusionNet(nn.Module):
     """Infrared + visible luminance -> fused luminance.
 
     Args:
-        config: architecture; the shipped weights use ``FusionConfig(head="blend")``. ``spatial``, ``channel`` and
-            ``integration`` switch the CDIIM parts for ablation.
+        config: architecture; the shipped weights use ``FusionConfig(head="blend")``. ``spatial``,
+            ``channel`` and ``integration`` switch the CDIIM parts for ablation.
 
     Shape:
         ``ir``, ``vis_y``: ``(B, 1, H, W)`` float in ``[0, 1]``, ``H`` and ``W`` multiples of
@@ -195,7 +195,12 @@ class FusionNet(nn.Module):
         self.decode = nn.ModuleList([DecoderStage(w[3], w[2], w[2]), DecoderStage(w[2], 2 * w[1], w[1]), DecoderStage(w[1], 2 * w[0], w[0], kernel_size=1)])
         self.head = nn.Conv2d(w[0], 2 if config.head == "blend" else 1, 3, padding=1)
 
-    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor, *, return_blend: bool = False):
+        """Fused Y; with ``return_blend`` (blend head only) the head's ``(weight, residual)``
+        instead, each ``(B, 1, H, W)``, for :func:`blend_sources` (training composes them itself
+        when a loss must reach only one of the two)."""
+        if return_blend and self.config.head != "blend":
+            raise ValueError("return_blend needs the blend head")
         ir0, ir1, ir2 = self.encode_ir(ir)
         vis0, vis1, vis2 = self.encode_vis(vis_y)
         ir2, vis2, fused2 = self.interact[0](ir2, vis2)
@@ -206,5 +211,20 @@ class FusionNet(nn.Module):
         if self.config.head == "sigmoid":
             return torch.sigmoid(self.head(x))
         weight, residual = self.head(x).chunk(2, dim=1)
-        weight = torch.sigmoid(weight)
-        return (weight * ir + (1 - weight) * vis_y + torch.tanh(residual)).clamp(0, 1)
+        weight, residual = torch.sigmoid(weight), torch.tanh(residual)
+        return (weight, residual) if return_blend else blend_sources(weight, residual, ir, vis_y)
+
+
+def blend_sources(weight: torch.Tensor, residual: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+    """The blend head's output: ``clamp(weight * ir + (1 - weight) * vis_y + residual, 0, 1)``.
+
+    Args:
+        weight: ``(B, 1, H, W)`` per-pixel IR share in ``(0, 1)``.
+        residual: ``(B, 1, H, W)`` correction in ``(-1, 1)``.
+        ir, vis_y: ``(B, 1, H, W)`` sources in ``[0, 1]``.
+
+    Example:
+        >>> blend_sources(torch.full((1, 1, 1, 1), 0.25), torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))
+        tensor([[[[0.2500]]]])
+    """
+    return (weight * ir + (1 - weight) * vis_y + residual).clamp(0, 1)
