@@ -238,9 +238,19 @@ def test_semantic_gradient_through_the_weight_map_leaves_the_residual_alone(tmp_
     sigmoid = dataclasses.replace(tiny, schedule=schedule, data=dataclasses.replace(tiny.data, validation_pairs=0))
     with pytest.raises(ValueError, match="needs \\[model\\] head = 'blend'"):
         training.train(sigmoid, tmp_path / "sigmoid", data_root=str(TINY_DATA))
-    blend = dataclasses.replace(sigmoid, model=dataclasses.replace(tiny.model, head="blend"))
+    # In the loop: with the content loss weighted 0, only the semantic loss trains the fusion
+    # network (round 1), and it must leave the residual half of the head as it started.
+    from ivfuse.serialization import save_network
+
+    model = dataclasses.replace(tiny.model, head="blend")
+    initial = save_network(FusionNet(model), tmp_path / "initial.safetensors")
+    blend = dataclasses.replace(sigmoid, model=model, loss=dataclasses.replace(tiny.loss, intensity=0.0, texture=0.0, ssim=0.0),
+                                schedule=dataclasses.replace(schedule, init_fusion=str(initial)))
     training.train(blend, tmp_path / "blend", data_root=str(TINY_DATA))
     assert any(r["semantic"] != "" for r in _rows(tmp_path / "blend" / "log.csv") if r["round"] == "1" and r["network"] == "fusion")
+    before, after = (load_network(path).head for path in (initial, tmp_path / "blend" / "fusion.safetensors"))
+    assert torch.equal(before.weight[1], after.weight[1]) and torch.equal(before.bias[1], after.bias[1])
+    assert not torch.equal(before.weight[0], after.weight[0])
 
 
 def test_init_fusion_is_loaded_and_the_segmentation_phase_leaves_it_untouched(tmp_path):
