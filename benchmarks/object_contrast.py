@@ -40,7 +40,12 @@ def main() -> None:
     parser.add_argument("--classes", default="car,person,bike,color cone")
     parser.add_argument("--ring", type=int, default=8)
     arguments = parser.parse_args()
+    if any("=" not in entry for entry in arguments.input):
+        parser.error("--input takes NAME=DIR")
     inputs = dict(entry.split("=", 1) for entry in arguments.input)
+    unknown = [name for name in arguments.classes.split(",") if name.strip() not in CLASS_NAMES]
+    if unknown:
+        parser.error(f"unknown class(es) {', '.join(unknown)}; choose from {', '.join(CLASS_NAMES)}")
     classes = [CLASS_NAMES.index(name.strip()) for name in arguments.classes.split(",")]
     labels, _, _ = list_images(arguments.labels)
     folders = {name: list_images(folder)[0] for name, folder in inputs.items()}
