@@ -1,9 +1,18 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from ivfuse.losses import SemanticLossConfig, ohem_cross_entropy, semantic_loss
+from ivfuse.classes import IGNORE_INDEX
+from ivfuse.losses import (
+    SalientTargetConfig,
+    SemanticLossConfig,
+    object_neighbourhood,
+    ohem_cross_entropy,
+    salient_target_loss,
+    semantic_loss,
+)
 
 
 def _logits_with_true_probability(probabilities: list[float], classes: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,3 +68,38 @@ def test_semantic_loss_adds_the_weighted_aux_head():
     main = semantic_loss(logits, target, config)
     aux = semantic_loss(aux_logits, target, config)
     assert torch.allclose(semantic_loss(logits, target, config, aux_logits), main + 0.25 * aux)
+
+
+def test_object_neighbourhood_reaches_margin_pixels_around_the_chosen_classes_only():
+    label = torch.zeros(2, 9, 9, dtype=torch.long)
+    label[0, 4, 4] = 2  # a person
+    label[0, 0, 0] = 1  # a car, not asked for
+    label[1] = IGNORE_INDEX  # an unlabelled pair
+    region = object_neighbourhood(label, (2,), 2)
+    assert region.shape == (2, 1, 9, 9) and region.dtype == torch.bool
+    expected = torch.zeros(9, 9, dtype=torch.bool)
+    expected[2:7, 2:7] = True
+    assert torch.equal(region[0, 0], expected)
+    assert not region[1].any()
+    both = object_neighbourhood(label, (1, 2), 0)
+    assert int(both.sum()) == 2
+
+
+def test_salient_target_loss_pulls_only_the_region_towards_ir():
+    fused = torch.full((1, 1, 4, 4), 0.5, requires_grad=True)
+    ir = torch.ones(1, 1, 4, 4)
+    region = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    region[..., 1, 1] = True
+    loss = salient_target_loss(fused, ir, region)
+    assert loss.item() == pytest.approx(0.5 / 16)  # averaged over all pixels, not the region
+    loss.backward()
+    assert fused.grad[0, 0, 1, 1] < 0  # descending raises the region's pixel towards IR
+    fused.grad[0, 0, 1, 1] = 0
+    assert not fused.grad.any()
+    assert float(salient_target_loss(fused, ir, torch.zeros_like(region))) == 0.0
+
+
+def test_salient_target_config_names_unknown_classes():
+    assert SalientTargetConfig(classes=("person", "car")).class_ids == (2, 1)
+    with pytest.raises(ValueError, match="unknown class\\(es\\) pedestrian"):
+        SalientTargetConfig(classes=("pedestrian",))

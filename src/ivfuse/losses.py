@@ -13,7 +13,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from .classes import IGNORE_INDEX
+from .classes import CLASS_NAMES, IGNORE_INDEX
 from .models.fusion import sobel_magnitude
 
 
@@ -65,6 +65,85 @@ def content_loss(
     terms["ssim"] = ssim_loss(fused, ir, vis_y) if weights.ssim else fused.new_zeros(())
     loss = sum(getattr(weights, name) * value for name, value in terms.items())
     return loss, {name: value.detach().item() for name, value in terms.items()}
+
+
+@dataclass(frozen=True)
+class SalientTargetConfig:
+    """Settings of the salient-target loss (see :func:`salient_target_loss`).
+
+    ``weight``: its weight in the fusion phases (0: off). Above 1 it outweighs the intensity
+    loss's pull towards the maximum of the sources inside the region, so IR wins there.
+    ``classes``: names from :data:`ivfuse.classes.CLASS_NAMES` whose neighbourhood takes the IR
+    intensity. ``margin``: how far, in pixels of the training crop, the neighbourhood reaches
+    beyond the objects: a network finds an object by its contrast to what surrounds it.
+    """
+
+    weight: float = 0.0
+    classes: tuple[str, ...] = ("person",)
+    margin: int = 8
+
+    def __post_init__(self):
+        unknown = [name for name in self.classes if name not in CLASS_NAMES]
+        if unknown:
+            raise ValueError(f"[salient_target] unknown class(es) {', '.join(unknown)}; choose from {', '.join(CLASS_NAMES)}")
+        if self.margin < 0:
+            raise ValueError(f"[salient_target] margin must be >= 0, not {self.margin}")
+
+    @property
+    def class_ids(self) -> tuple[int, ...]:
+        return tuple(CLASS_NAMES.index(name) for name in self.classes)
+
+
+def object_neighbourhood(label: torch.Tensor, class_ids: tuple[int, ...], margin: int) -> torch.Tensor:
+    """Pixels of the given classes and every pixel within ``margin`` of them (a square window).
+
+    Args:
+        label: ``(B, H, W)`` int64 class ids (``IGNORE_INDEX`` counts as no class).
+        class_ids: the classes whose pixels seed the region.
+        margin: reach in pixels, ``>= 0``.
+
+    Returns:
+        ``(B, 1, H, W)`` bool.
+
+    Example:
+        >>> label = torch.zeros(1, 5, 5, dtype=torch.long)
+        >>> label[0, 2, 2] = 2
+        >>> int(object_neighbourhood(label, (2,), 1).sum())
+        9
+    """
+    seeds = torch.zeros_like(label, dtype=torch.bool)
+    for class_id in class_ids:
+        seeds |= label == class_id
+    seeds = seeds[:, None].float()
+    if margin:
+        seeds = F.max_pool2d(seeds, 2 * margin + 1, stride=1, padding=margin)
+    return seeds > 0
+
+
+def salient_target_loss(fused: torch.Tensor, ir: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """L1 distance to the IR image inside ``region``, averaged over all pixels.
+
+    The intensity loss's target, the maximum of the sources, gives a person walking in daylight
+    the bright visible background around it and so takes away the contrast that IR gives it
+    (measured in docs/training.md, "Salient-target loss"). Inside labelled objects' neighbourhoods
+    this term pulls the fused intensity to IR instead. Averaging over all pixels, not the region,
+    keeps a frame with a small person from weighing as much as one full of people.
+
+    Args:
+        fused, ir: ``(B, 1, H, W)`` float in ``[0, 1]``.
+        region: ``(B, 1, H, W)`` bool, e.g. from :func:`object_neighbourhood`.
+
+    Returns:
+        Scalar float tensor; ``0`` when the region is empty.
+
+    Example:
+        >>> ir = torch.ones(1, 1, 4, 4)
+        >>> region = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+        >>> region[..., :2, :] = True
+        >>> float(salient_target_loss(torch.zeros(1, 1, 4, 4), ir, region))
+        0.5
+    """
+    return ((fused - ir).abs() * region).mean()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ The schedule is SeAFusion's, in rounds. Round ``r`` has two phases:
    network's OHEM cross-entropy on the fused colour image of the labelled pairs of the batch; the
    segmentation network's weights are held fixed, gradients flow through it into the fusion
    network. Round 0 therefore is a content-only warm-up (or fine-tuning of ``init_fusion``).
+   With ``[salient_target] weight`` > 0 the labelled pairs also pull the fused intensity to IR
+   around the labelled objects of the given classes (:func:`ivfuse.losses.salient_target_loss`).
 2. **segmentation**: train the segmentation network for ``segmentation_steps`` on labelled pairs,
    fused on the fly by the current fusion network (frozen, no gradients).
 
@@ -57,7 +59,15 @@ from .classes import IGNORE_INDEX, IOU_COLUMNS, NUM_CLASSES
 from .color import merge_luma_rgb, split_luma
 from .data import Augment, Sample, draw_batch, load_pairs
 from .io import atomic_write, write_csv
-from .losses import ContentWeights, SemanticLossConfig, content_loss, semantic_loss
+from .losses import (
+    ContentWeights,
+    SalientTargetConfig,
+    SemanticLossConfig,
+    content_loss,
+    object_neighbourhood,
+    salient_target_loss,
+    semantic_loss,
+)
 from .metrics.segmentation import confusion_matrix, segmentation_scores
 from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet, blend_sources
 from .runtime import prepare_training_threads, resolve_device
@@ -152,6 +162,7 @@ class RunConfig:
     augment: Augment = field(default_factory=Augment)
     loss: ContentWeights = field(default_factory=ContentWeights)
     semantic_loss: SemanticLossConfig = field(default_factory=SemanticLossConfig)
+    salient_target: SalientTargetConfig = field(default_factory=SalientTargetConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     fusion_optim: OptimConfig = field(default_factory=OptimConfig)
     segmentation_optim: OptimConfig = field(default_factory=OptimConfig)
@@ -217,7 +228,10 @@ def read_config(path: str | os.PathLike, config_type: type[T], overrides: Sequen
             raise ValueError(f"{path}: unknown key(s) in [{section.name}]: {', '.join(sorted(unknown))}")
         defaults = section_type()
         values = {key: _typed(f"{path}: [{section.name}] {key}", value, getattr(defaults, key)) for key, value in values.items()}
-        sections[section.name] = section_type(**values)
+        try:
+            sections[section.name] = section_type(**values)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
     if raw:
         raise ValueError(f"{path}: unknown section(s): {', '.join(sorted(raw))}")
     return config_type(**sections)
@@ -405,7 +419,7 @@ def train(
 
     is_main = rank == 0
     end = sum(p.steps for p in phases)
-    log = _open_log(out_dir / "log.csv", start, ["step", "round", "network", "lr", "loss", "intensity", "texture", "ssim", "semantic", "seconds"], is_main)
+    log = _open_log(out_dir / "log.csv", start, ["step", "round", "network", "lr", "loss", "intensity", "texture", "ssim", "salient", "semantic", "seconds"], is_main)
     validation_log = _open_log(out_dir / "validation.csv", start, ["step", "round", "content_loss", "miou", *IOU_COLUMNS], is_main)
     last_checkpoint = time.monotonic()
     progress = tqdm(range(start, end), initial=start, total=end, desc="train", unit="step", disable=not is_main)
@@ -431,6 +445,11 @@ def train(
                 else:
                     fused = trained["fusion"](ir, vis_y)
                 loss, parts = content_loss(fused, ir, vis_y, config.loss)
+                if config.salient_target.weight:
+                    region = object_neighbourhood(label, config.salient_target.class_ids, config.salient_target.margin)
+                    salient = salient_target_loss(fused, ir, region)
+                    loss = loss + config.salient_target.weight * salient
+                    parts["salient"] = salient.item()
                 has_label = (label != IGNORE_INDEX).flatten(1).any(dim=1)
                 # Unlabelled pairs of the batch give the content loss only.
                 if phase.semantic_weight and has_label.any():
@@ -449,7 +468,7 @@ def train(
 
         seconds = time.perf_counter() - began
         log.writerow([step, phase.round, phase.network, f"{lr:.6g}", f"{loss.item():.6g}",
-                      *(f"{parts[k]:.6g}" if k in parts else "" for k in ("intensity", "texture", "ssim", "semantic")), f"{seconds:.3f}"])
+                      *(f"{parts[k]:.6g}" if k in parts else "" for k in ("intensity", "texture", "ssim", "salient", "semantic")), f"{seconds:.3f}"])
         progress.set_postfix(phase=f"{phase.round}/{phase.network[:3]}", loss=f"{loss.item():.4f}", img_s=f"{run.batch_size / seconds:.1f}")
         round_end = max(p.start + p.steps for p in phases if p.round == phase.round)
         if is_main and step + 1 == round_end and validation:
