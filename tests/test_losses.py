@@ -96,10 +96,15 @@ def test_salient_target_loss_pulls_only_the_region_towards_ir():
     assert fused.grad[0, 0, 1, 1] < 0  # descending raises the region's pixel towards IR
     fused.grad[0, 0, 1, 1] = 0
     assert not fused.grad.any()
-    assert float(salient_target_loss(fused, ir, torch.zeros_like(region))) == 0.0
+    assert salient_target_loss(fused, ir, torch.zeros_like(region)).item() == 0.0
 
 
-def test_salient_target_config_names_unknown_classes():
+def test_salient_target_config_refuses_what_would_silently_do_nothing_or_harm():
     assert SalientTargetConfig(classes=("person", "car")).class_ids == (2, 1)
-    with pytest.raises(ValueError, match="unknown class\\(es\\) pedestrian"):
-        SalientTargetConfig(classes=("pedestrian",))
+    for classes, named in ((("pedestrian",), "pedestrian"), (("unlabelled",), "unlabelled"), ((), "none")):
+        with pytest.raises(ValueError, match=f"classes must name objects .*; not {named}$"):
+            SalientTargetConfig(classes=classes)
+    with pytest.raises(ValueError, match="weight and margin must be >= 0"):
+        SalientTargetConfig(weight=-1.0)
+    with pytest.raises(ValueError, match="weight and margin must be >= 0"):
+        SalientTargetConfig(margin=-1)

@@ -71,8 +71,9 @@ def content_loss(
 class SalientTargetConfig:
     """Settings of the salient-target loss (see :func:`salient_target_loss`).
 
-    ``weight``: its weight in the fusion phases (0: off). Above 1 it outweighs the intensity
-    loss's pull towards the maximum of the sources inside the region, so IR wins there.
+    ``weight``: its weight in the fusion phases (0: off). Above ``[loss] intensity`` (1 in the
+    shipped configs) it outweighs the intensity term's pull towards the maximum of the sources
+    inside the region (the texture and SSIM terms still pull too).
     ``classes``: names from :data:`ivfuse.classes.CLASS_NAMES` whose neighbourhood takes the IR
     intensity. ``margin``: how far, in pixels of the training crop, the neighbourhood reaches
     beyond the objects: a network finds an object by its contrast to what surrounds it.
@@ -83,11 +84,13 @@ class SalientTargetConfig:
     margin: int = 8
 
     def __post_init__(self):
-        unknown = [name for name in self.classes if name not in CLASS_NAMES]
-        if unknown:
-            raise ValueError(f"[salient_target] unknown class(es) {', '.join(unknown)}; choose from {', '.join(CLASS_NAMES)}")
-        if self.margin < 0:
-            raise ValueError(f"[salient_target] margin must be >= 0, not {self.margin}")
+        objects = CLASS_NAMES[1:]  # "unlabelled" is the background, nearly the whole image
+        unknown = [name for name in self.classes if name not in objects]
+        if unknown or not self.classes:
+            raise ValueError(f"[salient_target] classes must name objects from {', '.join(objects)}; "
+                             f"not {', '.join(unknown) if unknown else 'none'}")
+        if self.margin < 0 or self.weight < 0:
+            raise ValueError(f"[salient_target] weight and margin must be >= 0, not {self.weight} and {self.margin}")
 
     @property
     def class_ids(self) -> tuple[int, ...]:
@@ -98,7 +101,7 @@ def object_neighbourhood(label: torch.Tensor, class_ids: tuple[int, ...], margin
     """Pixels of the given classes and every pixel within ``margin`` of them (a square window).
 
     Args:
-        label: ``(B, H, W)`` int64 class ids (``IGNORE_INDEX`` counts as no class).
+        label: ``(B, H, W)`` integer class ids (``IGNORE_INDEX`` counts as no class).
         class_ids: the classes whose pixels seed the region.
         margin: reach in pixels, ``>= 0``.
 
@@ -116,7 +119,10 @@ def object_neighbourhood(label: torch.Tensor, class_ids: tuple[int, ...], margin
         seeds |= label == class_id
     seeds = seeds[:, None].float()
     if margin:
-        seeds = F.max_pool2d(seeds, 2 * margin + 1, stride=1, padding=margin)
+        # A square max filter is a row filter then a column filter, at 2/(2 margin + 1) of the work.
+        size = 2 * margin + 1
+        seeds = F.max_pool2d(seeds, (1, size), stride=1, padding=(0, margin))
+        seeds = F.max_pool2d(seeds, (size, 1), stride=1, padding=(margin, 0))
     return seeds > 0
 
 

@@ -6,9 +6,10 @@ The schedule is SeAFusion's, in rounds. Round ``r`` has two phases:
    ``semantic_weight * r`` times the semantic loss. The semantic loss is the segmentation
    network's OHEM cross-entropy on the fused colour image of the labelled pairs of the batch; the
    segmentation network's weights are held fixed, gradients flow through it into the fusion
-   network. Round 0 therefore is a content-only warm-up (or fine-tuning of ``init_fusion``).
-   With ``[salient_target] weight`` > 0 the labelled pairs also pull the fused intensity to IR
-   around the labelled objects of the given classes (:func:`ivfuse.losses.salient_target_loss`).
+   network. Round 0 therefore has no semantic loss: a warm-up (or fine-tuning of
+   ``init_fusion``). With ``[salient_target] weight`` > 0 the labelled pairs of every fusion
+   phase also pull the fused intensity to IR around the labelled objects of the given classes
+   (:func:`ivfuse.losses.salient_target_loss`).
 2. **segmentation**: train the segmentation network for ``segmentation_steps`` on labelled pairs,
    fused on the fly by the current fusion network (frozen, no gradients).
 
@@ -197,8 +198,9 @@ def read_config(path: str | os.PathLike, config_type: type[T], overrides: Sequen
             ``0.5``, ``[1, 2]``, ``"text"``); anything that does not parse as one is a string.
 
     Raises:
-        ValueError: the file is unreadable or not TOML, has unknown sections or keys, or an
-            override is not ``section.key=value``.
+        ValueError: the file is unreadable or not TOML, has unknown sections or keys, a value
+            of the wrong type or one its section refuses, or an override is not
+            ``section.key=value``. The message names the file.
     """
     path = Path(path)
     try:
@@ -575,7 +577,12 @@ def _check_same_run(path: Path, recorded: str | None, current: str) -> None:
     if recorded is None:
         raise ValueError(f"{path}: records no run config (written by an older ivfuse); start the run afresh in another --out")
     before, now = json.loads(recorded), json.loads(current)
-    changed = [f"{section}.{key}" for section in now for key in now[section] if before.get(section, {}).get(key) != now[section][key]]
+    # A key added to ivfuse after the checkpoint was written ran at its default, which means "off".
+    defaults = json.loads(_run_record(RunConfig()))
+    changed = [f"{section}.{key}" for section in now for key in now[section]
+               if before.get(section, {}).get(key, defaults[section][key]) != now[section][key]]
+    if not changed:
+        return
     raise ValueError(f"{path}: written by a run with another config ({', '.join(changed)} differ); resume with the same config, or choose another --out")
 
 
@@ -614,9 +621,13 @@ def _open_log(path: Path, start: int, header: list[str], active: bool = True) ->
         return _Log()
     # A resumed run keeps the complete rows logged before its checkpoint's step (the rest are about
     # to be redone), rewritten atomically so that a second kill cannot cost the kept rows.
+    # Rows are matched by column name: a log written before a column was added keeps its rows, with
+    # the new column empty. A row cut short by the kill has missing fields (None) and is dropped.
     rows = []
     if start and path.exists():
         with path.open(newline="") as stream:
-            rows = [row for row in list(csv.reader(stream))[1:] if len(row) == len(header) and int(row[0]) < start]
+            for row in csv.DictReader(stream):
+                if None not in row and None not in row.values() and int(row["step"]) < start:
+                    rows.append([row.get(column, "") for column in header])
     write_csv(path, [header, *rows])
     return _Log(path.open("a", newline=""))
