@@ -24,15 +24,13 @@ import torch
 from ivfuse.classes import CLASS_NAMES
 from ivfuse.color import rgb_to_luma, to_tensor
 from ivfuse.io import list_images, read_image, read_label
-from ivfuse.losses import object_neighbourhood
+from ivfuse.losses import object_surround
 
 
 def object_and_ring(label: np.ndarray, class_id: int, ring: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean masks ``(H, W)``: the class's pixels, and the pixels within ``ring`` of them that are not in any object."""
+    """Boolean masks ``(H, W)``: the class's pixels, and the background pixels within ``ring`` of them."""
     label = torch.from_numpy(label)
-    mask = label == class_id
-    grown = object_neighbourhood(label[None], (class_id,), ring)[0, 0]
-    return mask, grown & ~mask & (label == 0)
+    return label == class_id, object_surround(label[None], (class_id,), ring)[0, 0]
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from ivfuse.classes import IGNORE_INDEX
 from ivfuse.losses import (
     SalientTargetConfig,
     SemanticLossConfig,
-    object_neighbourhood,
+    object_surround,
     ohem_cross_entropy,
     salient_target_loss,
     semantic_loss,
@@ -70,19 +70,22 @@ def test_semantic_loss_adds_the_weighted_aux_head():
     assert torch.allclose(semantic_loss(logits, target, config, aux_logits), main + 0.25 * aux)
 
 
-def test_object_neighbourhood_reaches_margin_pixels_around_the_chosen_classes_only():
+def test_object_surround_is_the_background_within_margin_of_the_chosen_classes():
     label = torch.zeros(2, 9, 9, dtype=torch.long)
     label[0, 4, 4] = 2  # a person
-    label[0, 0, 0] = 1  # a car, not asked for
+    label[0, 3, 3] = 1  # a car beside it: an object, so not the person's surround
+    label[0, 8, 8] = 1  # a car far away, not asked for
     label[1] = IGNORE_INDEX  # an unlabelled pair
-    region = object_neighbourhood(label, (2,), 2)
+    region = object_surround(label, (2,), 2)
     assert region.shape == (2, 1, 9, 9) and region.dtype == torch.bool
     expected = torch.zeros(9, 9, dtype=torch.bool)
     expected[2:7, 2:7] = True
+    expected[4, 4] = expected[3, 3] = False
     assert torch.equal(region[0, 0], expected)
     assert not region[1].any()
-    both = object_neighbourhood(label, (1, 2), 0)
-    assert int(both.sum()) == 2
+    # The 3x3 windows of (3, 3) and (4, 4) overlap (14 pixels), the corner car's is clipped (4);
+    # less the 3 object pixels.
+    assert int(object_surround(label, (1, 2), 1).sum()) == 14 + 4 - 3
 
 
 def test_salient_target_loss_pulls_only_the_region_towards_ir():
@@ -104,7 +107,7 @@ def test_salient_target_config_refuses_what_would_silently_do_nothing_or_harm():
     for classes, named in ((("pedestrian",), "pedestrian"), (("unlabelled",), "unlabelled"), ((), "none")):
         with pytest.raises(ValueError, match=f"classes must name objects .*; not {named}$"):
             SalientTargetConfig(classes=classes)
-    with pytest.raises(ValueError, match="weight and margin must be >= 0"):
+    with pytest.raises(ValueError, match="weight must be >= 0 and margin >= 1"):
         SalientTargetConfig(weight=-1.0)
-    with pytest.raises(ValueError, match="weight and margin must be >= 0"):
-        SalientTargetConfig(margin=-1)
+    with pytest.raises(ValueError, match="weight must be >= 0 and margin >= 1"):
+        SalientTargetConfig(margin=0)

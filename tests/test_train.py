@@ -142,10 +142,10 @@ def test_config_errors_name_the_problem(tmp_path):
 
 def test_salient_target_trains_the_fusion_network_towards_ir_around_labelled_objects(tmp_path):
     # Only the salient-target loss is on: the fusion network, trained on the tiny data's
-    # labelled persons, must come closer to IR in their neighbourhood than where it started.
+    # labelled persons, must come closer to IR in their surround than where it started.
     from ivfuse.color import split_luma
     from ivfuse.data import draw_batch, load_pairs
-    from ivfuse.losses import object_neighbourhood, salient_target_loss
+    from ivfuse.losses import object_surround, salient_target_loss
     from ivfuse.models import FusionNet
     from ivfuse.serialization import save_network
 
@@ -159,7 +159,7 @@ def test_salient_target_trains_the_fusion_network_towards_ir_around_labelled_obj
     assert all(r["salient"] != "" for r in _rows(tmp_path / "run" / "log.csv"))
     samples = load_pairs([TINY_DATA / folder for folder in tiny.data.train])
     ir, vis, label = draw_batch([s for s in samples if s.label is not None], 8, tiny.augment, 123, 0)
-    region = object_neighbourhood(label, tiny.salient_target.class_ids, tiny.salient_target.margin)
+    region = object_surround(label, tiny.salient_target.class_ids, tiny.salient_target.margin)
     assert region.any()
     vis_y = split_luma(vis)[0]
     distance = {path.parent.name: salient_target_loss(load_network(path)(ir, vis_y), ir, region).item()

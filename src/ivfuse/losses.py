@@ -73,10 +73,9 @@ class SalientTargetConfig:
 
     ``weight``: its weight in the fusion phases (0: off). Above ``[loss] intensity`` (1 in the
     shipped configs) it outweighs the intensity term's pull towards the maximum of the sources
-    inside the region (the texture and SSIM terms still pull too).
-    ``classes``: names from :data:`ivfuse.classes.CLASS_NAMES` whose neighbourhood takes the IR
-    intensity. ``margin``: how far, in pixels of the training crop, the neighbourhood reaches
-    beyond the objects: a network finds an object by its contrast to what surrounds it.
+    in the surround (the texture and SSIM terms still pull too).
+    ``classes``: names from :data:`ivfuse.classes.CLASS_NAMES` whose surround takes the IR
+    intensity. ``margin``: how far, in pixels of the training crop, the surround reaches.
     """
 
     weight: float = 0.0
@@ -84,26 +83,26 @@ class SalientTargetConfig:
     margin: int = 8
 
     def __post_init__(self):
-        objects = CLASS_NAMES[1:]  # "unlabelled" is the background, nearly the whole image
+        objects = CLASS_NAMES[1:]  # "unlabelled" is the background itself
         unknown = [name for name in self.classes if name not in objects]
         if unknown or not self.classes:
             raise ValueError(f"[salient_target] classes must name objects from {', '.join(objects)}; "
                              f"not {', '.join(unknown) if unknown else 'none'}")
-        if self.margin < 0 or self.weight < 0:
-            raise ValueError(f"[salient_target] weight and margin must be >= 0, not {self.weight} and {self.margin}")
+        if self.margin < 1 or self.weight < 0:
+            raise ValueError(f"[salient_target] weight must be >= 0 and margin >= 1, not {self.weight} and {self.margin}")
 
     @property
     def class_ids(self) -> tuple[int, ...]:
         return tuple(CLASS_NAMES.index(name) for name in self.classes)
 
 
-def object_neighbourhood(label: torch.Tensor, class_ids: tuple[int, ...], margin: int) -> torch.Tensor:
-    """Pixels of the given classes and every pixel within ``margin`` of them (a square window).
+def object_surround(label: torch.Tensor, class_ids: tuple[int, ...], margin: int) -> torch.Tensor:
+    """Background pixels (class 0) within ``margin`` pixels (a square window) of the given classes.
 
     Args:
-        label: ``(B, H, W)`` integer class ids (``IGNORE_INDEX`` counts as no class).
-        class_ids: the classes whose pixels seed the region.
-        margin: reach in pixels, ``>= 0``.
+        label: ``(B, H, W)`` integer class ids (``IGNORE_INDEX`` is neither object nor background).
+        class_ids: the object classes whose surround is wanted.
+        margin: reach in pixels, ``>= 1``.
 
     Returns:
         ``(B, 1, H, W)`` bool.
@@ -111,19 +110,17 @@ def object_neighbourhood(label: torch.Tensor, class_ids: tuple[int, ...], margin
     Example:
         >>> label = torch.zeros(1, 5, 5, dtype=torch.long)
         >>> label[0, 2, 2] = 2
-        >>> int(object_neighbourhood(label, (2,), 1).sum())
-        9
+        >>> int(object_surround(label, (2,), 1).sum())  # the 8 neighbours
+        8
     """
     seeds = torch.zeros_like(label, dtype=torch.bool)
     for class_id in class_ids:
         seeds |= label == class_id
-    seeds = seeds[:, None].float()
-    if margin:
-        # A square max filter is a row filter then a column filter, at 2/(2 margin + 1) of the work.
-        size = 2 * margin + 1
-        seeds = F.max_pool2d(seeds, (1, size), stride=1, padding=(0, margin))
-        seeds = F.max_pool2d(seeds, (size, 1), stride=1, padding=(margin, 0))
-    return seeds > 0
+    # A square max filter is a row filter then a column filter, at 2/(2 margin + 1) of the work.
+    size = 2 * margin + 1
+    grown = F.max_pool2d(seeds[:, None].float(), (1, size), stride=1, padding=(0, margin))
+    grown = F.max_pool2d(grown, (size, 1), stride=1, padding=(margin, 0))
+    return (grown > 0) & (label == 0)[:, None]
 
 
 def salient_target_loss(fused: torch.Tensor, ir: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -131,13 +128,16 @@ def salient_target_loss(fused: torch.Tensor, ir: torch.Tensor, region: torch.Ten
 
     The intensity loss's target, the maximum of the sources, gives a person walking in daylight
     the bright visible background around it and so takes away the contrast that IR gives it
-    (measured in docs/training.md, "Salient-target loss"). Inside labelled objects' neighbourhoods
-    this term pulls the fused intensity to IR instead. Averaging over all pixels, not the region,
-    keeps a frame with a small person from weighing as much as one full of people.
+    (docs/training.md, "Salient-target loss"). In the surround of labelled objects (see
+    :func:`object_surround`) this term pulls the fused intensity to the darker IR background
+    instead, while the objects keep the maximum. (Pulling the objects themselves to IR as well
+    was measured to *lower* their contrast: IR persons are darker than the maximum.) Averaging
+    over all pixels, not the region, keeps a frame with a small person from weighing as much as
+    one full of people.
 
     Args:
         fused, ir: ``(B, 1, H, W)`` float in ``[0, 1]``.
-        region: ``(B, 1, H, W)`` bool, e.g. from :func:`object_neighbourhood`.
+        region: ``(B, 1, H, W)`` bool, e.g. from :func:`object_surround`.
 
     Returns:
         Scalar float tensor; ``0`` when the region is empty.

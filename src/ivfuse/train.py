@@ -8,8 +8,8 @@ The schedule is SeAFusion's, in rounds. Round ``r`` has two phases:
    segmentation network's weights are held fixed, gradients flow through it into the fusion
    network. Round 0 therefore has no semantic loss: a warm-up (or fine-tuning of
    ``init_fusion``). With ``[salient_target] weight`` > 0 the labelled pairs of every fusion
-   phase also pull the fused intensity to IR around the labelled objects of the given classes
-   (:func:`ivfuse.losses.salient_target_loss`).
+   phase also pull the fused intensity to IR in the background around the labelled objects of
+   the given classes (:func:`ivfuse.losses.salient_target_loss`).
 2. **segmentation**: train the segmentation network for ``segmentation_steps`` on labelled pairs,
    fused on the fly by the current fusion network (frozen, no gradients).
 
@@ -65,7 +65,7 @@ from .losses import (
     SalientTargetConfig,
     SemanticLossConfig,
     content_loss,
-    object_neighbourhood,
+    object_surround,
     salient_target_loss,
     semantic_loss,
 )
@@ -448,7 +448,7 @@ def train(
                     fused = trained["fusion"](ir, vis_y)
                 loss, parts = content_loss(fused, ir, vis_y, config.loss)
                 if config.salient_target.weight:
-                    region = object_neighbourhood(label, config.salient_target.class_ids, config.salient_target.margin)
+                    region = object_surround(label, config.salient_target.class_ids, config.salient_target.margin)
                     salient = salient_target_loss(fused, ir, region)
                     loss = loss + config.salient_target.weight * salient
                     parts["salient"] = salient.item()
