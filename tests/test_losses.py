@@ -111,3 +111,22 @@ def test_salient_target_config_refuses_what_would_silently_do_nothing_or_harm():
         SalientTargetConfig(weight=-1.0)
     with pytest.raises(ValueError, match="weight must be >= 0 and margin >= 1"):
         SalientTargetConfig(margin=0)
+
+
+def test_content_loss_over_a_mask_counts_only_its_pixels():
+    from ivfuse.losses import ContentWeights, content_loss
+
+    torch.manual_seed(0)
+    fused, ir, vis_y = (torch.rand(2, 1, 24, 24) for _ in range(3))
+    weights = ContentWeights(ssim=0.5)
+    everywhere = torch.ones(2, 1, 24, 24, dtype=torch.bool)
+    whole, parts = content_loss(fused, ir, vis_y, weights)
+    masked, masked_parts = content_loss(fused, ir, vis_y, weights, mask=everywhere)
+    assert masked.item() == pytest.approx(whole.item(), rel=1e-5)
+    assert masked_parts == pytest.approx(parts, rel=1e-5)
+    # Make the fused image exact (zero intensity loss) outside the mask's left half only.
+    left = torch.zeros_like(everywhere)
+    left[..., :12] = True
+    exact_right = torch.where(left, fused, torch.maximum(ir, vis_y))
+    assert content_loss(exact_right, ir, vis_y, weights, mask=~left)[1]["intensity"] == 0.0
+    assert content_loss(exact_right, ir, vis_y, weights, mask=left)[1]["intensity"] > 0.0

@@ -17,25 +17,37 @@ from .classes import CLASS_NAMES, IGNORE_INDEX
 from .models.fusion import sobel_magnitude
 
 
-def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return values[mask.expand_as(values)].mean()
+
+
+def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """L1 distance to the element-wise maximum of the sources: keeps hot targets and bright areas.
+
+    ``mask`` (``(B, 1, H, W)`` bool, optional; also for the other content losses): average over
+    these pixels only, e.g. to measure the loss outside the pixels another term moves on purpose.
 
     Example:
         >>> x = torch.rand(2, 1, 16, 16)
         >>> float(intensity_loss(x, x, x))
         0.0
     """
-    return F.l1_loss(fused, torch.maximum(ir, vis_y))
+    target = torch.maximum(ir, vis_y)
+    return F.l1_loss(fused, target) if mask is None else _masked_mean((fused - target).abs(), mask)
 
 
-def texture_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+def texture_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """L1 distance between Sobel magnitudes of the fused image and the stronger source edge."""
-    return F.l1_loss(sobel_magnitude(fused), torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_y)))
+    edges, target = sobel_magnitude(fused), torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_y))
+    return F.l1_loss(edges, target) if mask is None else _masked_mean((edges - target).abs(), mask)
 
 
-def ssim_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+def ssim_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of ``1 - SSIM`` (11x11 Gaussian window) to each source: keeps local structure."""
-    return kornia.losses.ssim_loss(fused, ir, 11) + kornia.losses.ssim_loss(fused, vis_y, 11)
+    if mask is None:
+        return kornia.losses.ssim_loss(fused, ir, 11) + kornia.losses.ssim_loss(fused, vis_y, 11)
+    maps = kornia.losses.ssim_loss(fused, ir, 11, reduction="none") + kornia.losses.ssim_loss(fused, vis_y, 11, reduction="none")
+    return _masked_mean(maps, mask)
 
 
 @dataclass(frozen=True)
@@ -48,9 +60,13 @@ class ContentWeights:
 
 
 def content_loss(
-    fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, weights: ContentWeights = ContentWeights()
+    fused: torch.Tensor,
+    ir: torch.Tensor,
+    vis_y: torch.Tensor,
+    weights: ContentWeights = ContentWeights(),
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of intensity, texture and SSIM losses.
+    """Weighted sum of intensity, texture and SSIM losses (over ``mask``'s pixels when given).
 
     Returns:
         ``(loss, parts)``: the scalar to back-propagate and each term's value for logging.
@@ -61,8 +77,8 @@ def content_loss(
         >>> sorted(parts)
         ['intensity', 'ssim', 'texture']
     """
-    terms = {"intensity": intensity_loss(fused, ir, vis_y), "texture": texture_loss(fused, ir, vis_y)}
-    terms["ssim"] = ssim_loss(fused, ir, vis_y) if weights.ssim else fused.new_zeros(())
+    terms = {"intensity": intensity_loss(fused, ir, vis_y, mask), "texture": texture_loss(fused, ir, vis_y, mask)}
+    terms["ssim"] = ssim_loss(fused, ir, vis_y, mask) if weights.ssim else fused.new_zeros(())
     loss = sum(getattr(weights, name) * value for name, value in terms.items())
     return loss, {name: value.detach().item() for name, value in terms.items()}
 
