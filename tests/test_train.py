@@ -162,9 +162,9 @@ def test_salient_target_trains_the_fusion_network_towards_ir_around_labelled_obj
     region = object_surround(label, tiny.salient_target.class_ids, tiny.salient_target.margin)
     assert region.any()
     vis_y = split_luma(vis)[0]
-    distance = {path.parent.name: salient_target_loss(load_network(path)(ir, vis_y), ir, region).item()
-                for path in (start, tmp_path / "run" / "fusion.safetensors")}
-    assert distance["run"] < 0.7 * distance[tmp_path.name]
+    distance = {name: salient_target_loss(load_network(path)(ir, vis_y), ir, region).item()
+                for name, path in (("start", start), ("trained", tmp_path / "run" / "fusion.safetensors"))}
+    assert distance["trained"] < 0.7 * distance["start"]
 
 
 def test_config_values_take_their_field_types(tmp_path):
@@ -266,8 +266,9 @@ def test_shipped_configs_load(name):
 )
 def test_shipped_weights_were_trained_with_the_shipped_config(weights, config):
     """The run config recorded in the weights' metadata is, key for key, what the config file says
-    today. A key or section added after the weights were trained must hold its default, the
-    behaviour they were trained with (every such default means "off") (so a config that sets it, like ``head = "blend"`` once did, fails here)."""
+    today. A key or section added after the weights were trained must hold its default (every
+    such default means "off"), the behaviour they were trained with; so a config that sets it,
+    as ``head = "blend"`` once did, fails here."""
     import json
 
     from ivfuse.serialization import read_metadata
