@@ -17,11 +17,10 @@ import sys
 
 import torch
 
-from ivfuse.color import split_luma
 from ivfuse.data import load_pairs
 from ivfuse.losses import content_loss, object_surround
 from ivfuse.serialization import load_network
-from ivfuse.train import hold_out, load_config
+from ivfuse.train import hold_out, load_config, validation_frame
 
 
 @torch.no_grad()
@@ -36,10 +35,10 @@ def main() -> None:
     try:
         config = load_config(arguments.config)
         networks = {name: load_network(path, expected="FusionNet").eval() for name, path in (e.split("=", 1) for e in arguments.weights)}
+        root = arguments.data_root or config.data.root
+        _, validation = hold_out(load_pairs([f"{root}/{folder}" for folder in config.data.train]), config.data.validation_pairs)
     except (ValueError, OSError) as error:
         sys.exit(f"error: {error}")
-    root = arguments.data_root or config.data.root
-    _, validation = hold_out(load_pairs([f"{root}/{folder}" for folder in config.data.train]), config.data.validation_pairs)
     if not validation:
         sys.exit(f"error: {arguments.config}: [data] validation_pairs is 0, nothing to score")
     salient = config.salient_target
@@ -50,11 +49,9 @@ def main() -> None:
     for name, network in networks.items():
         whole = outside = share = 0.0
         for sample in validation:
-            height, width = (side // network.size_multiple * network.size_multiple for side in sample.ir.shape[-2:])
-            ir = sample.ir[None, :, :height, :width].float() / 255
-            vis_y, _ = split_luma(sample.vis[None, :, :height, :width].float() / 255)
+            ir, vis_y, _, label = validation_frame(sample, network.size_multiple, torch.device("cpu"))
             fused = network(ir, vis_y)
-            surround = object_surround(sample.label[None, :height, :width].long(), salient.class_ids, salient.margin)
+            surround = object_surround(label, salient.class_ids, salient.margin)
             whole += content_loss(fused, ir, vis_y, config.loss)[0].item() / len(validation)
             outside += content_loss(fused, ir, vis_y, config.loss, mask=~surround)[0].item() / len(validation)
             share += surround.float().mean().item() / len(validation)

@@ -80,6 +80,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 T = TypeVar("T")
+#: The loss terms logged per step in ``log.csv``, in column order (empty where a step has none).
+LOSS_PARTS = ("intensity", "texture", "ssim", "salient", "semantic")
 
 
 @dataclass(frozen=True)
@@ -421,7 +423,7 @@ def train(
 
     is_main = rank == 0
     end = sum(p.steps for p in phases)
-    log = _open_log(out_dir / "log.csv", start, ["step", "round", "network", "lr", "loss", "intensity", "texture", "ssim", "salient", "semantic", "seconds"], is_main)
+    log = _open_log(out_dir / "log.csv", start, ["step", "round", "network", "lr", "loss", *LOSS_PARTS, "seconds"], is_main)
     validation_log = _open_log(out_dir / "validation.csv", start, ["step", "round", "content_loss", "miou", *IOU_COLUMNS], is_main)
     last_checkpoint = time.monotonic()
     progress = tqdm(range(start, end), initial=start, total=end, desc="train", unit="step", disable=not is_main)
@@ -470,7 +472,7 @@ def train(
 
         seconds = time.perf_counter() - began
         log.writerow([step, phase.round, phase.network, f"{lr:.6g}", f"{loss.item():.6g}",
-                      *(f"{parts[k]:.6g}" if k in parts else "" for k in ("intensity", "texture", "ssim", "salient", "semantic")), f"{seconds:.3f}"])
+                      *(f"{parts[k]:.6g}" if k in parts else "" for k in LOSS_PARTS), f"{seconds:.3f}"])
         progress.set_postfix(phase=f"{phase.round}/{phase.network[:3]}", loss=f"{loss.item():.4f}", img_s=f"{run.batch_size / seconds:.1f}")
         round_end = max(p.start + p.steps for p in phases if p.round == phase.round)
         if is_main and step + 1 == round_end and validation:
@@ -497,6 +499,19 @@ def train(
     return outputs
 
 
+def validation_frame(sample: Sample, multiple: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A held-out labelled pair as validation scores it: the whole frame, cropped to ``multiple``.
+
+    Returns:
+        ``ir (1, 1, H, W)``, ``vis_y (1, 1, H, W)``, ``cbcr (1, 2, H, W)`` float in ``[0, 1]`` and
+        ``label (1, H, W)`` int64, on ``device``.
+    """
+    height, width = (side // multiple * multiple for side in sample.ir.shape[-2:])
+    ir = sample.ir[None, :, :height, :width].to(device).float() / 255
+    vis_y, cbcr = split_luma(sample.vis[None, :, :height, :width].to(device).float() / 255)
+    return ir, vis_y, cbcr, sample.label[None, :height, :width].to(device).long()
+
+
 @torch.no_grad()
 def validate(
     fusion: FusionNet, segmentation: SegmentationNet | None, samples: list[Sample], weights: ContentWeights, device: torch.device
@@ -512,15 +527,13 @@ def validate(
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     content = 0.0
     for sample in samples:
-        height, width = (side // multiple * multiple for side in sample.ir.shape[-2:])
-        ir = sample.ir[None, :, :height, :width].to(device).float() / 255
-        vis_y, cbcr = split_luma(sample.vis[None, :, :height, :width].to(device).float() / 255)
+        ir, vis_y, cbcr, label = validation_frame(sample, multiple, device)
         fused = fusion(ir, vis_y)
         content += content_loss(fused, ir, vis_y, weights)[0].item() / len(samples)
         if segmentation is not None:
             segmentation.eval()
             prediction = segmentation(merge_luma_rgb(fused, cbcr)).argmax(1)[0].cpu().numpy()
-            confusion += confusion_matrix(sample.label[:height, :width].numpy(), prediction)
+            confusion += confusion_matrix(label[0].cpu().numpy(), prediction)
     if segmentation is None:
         return {"content_loss": content, "miou": float("nan"), "iou": [float("nan")] * NUM_CLASSES}
     scores = segmentation_scores(confusion)
