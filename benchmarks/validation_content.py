@@ -10,6 +10,9 @@ held-out validation pairs of ``--config`` (the same frames and the same whole-fr
 the last row of ``validation.csv``) and again on the pixels *outside* the surround of the
 config's ``[salient_target]`` classes (``margin`` pixels of the full frame, where training
 measures it on rescaled crops). Prints one table row per network.
+
+``--write-names FILE`` also writes the validation pairs' names, one per line, so that
+``ivfuse eval --images FILE`` scores the fusion metrics on the same held-out frames.
 """
 
 import argparse
@@ -18,6 +21,7 @@ import sys
 import torch
 
 from ivfuse.data import load_pairs
+from ivfuse.io import atomic_write
 from ivfuse.losses import content_loss, object_surround
 from ivfuse.serialization import load_network
 from ivfuse.train import hold_out, load_config, validation_frame
@@ -29,6 +33,7 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="run config whose [data] validation frames and [loss] weights are used")
     parser.add_argument("--data-root", help="overrides [data] root")
     parser.add_argument("--weights", action="append", required=True, metavar="NAME=FILE")
+    parser.add_argument("--write-names", metavar="FILE", help="write the validation pairs' names here, one per line")
     arguments = parser.parse_args()
     if any("=" not in entry for entry in arguments.weights):
         parser.error("--weights takes NAME=FILE")
@@ -41,6 +46,12 @@ def main() -> None:
         sys.exit(f"error: {error}")
     if not validation:
         sys.exit(f"error: {arguments.config}: [data] validation_pairs is 0, nothing to score")
+    if arguments.write_names:
+        try:
+            with atomic_write(arguments.write_names) as names:  # sample names are "<dataset>/<split>/<stem>"
+                names.write("".join(f"{sample.name.rsplit('/', 1)[-1]}\n" for sample in validation).encode())
+        except OSError as error:
+            sys.exit(f"error: {error}")
     salient = config.salient_target
     print(f"Content loss on the {len(validation)} validation pairs of {arguments.config}: whole frame, and outside the "
           f"background within {salient.margin} px of {', '.join(salient.classes)} (mean over frames).\n")
