@@ -86,6 +86,11 @@ def test_object_surround_is_the_background_within_margin_of_the_chosen_classes()
     # The 3x3 windows of (3, 3) and (4, 4) overlap (14 pixels), the corner car's is clipped (4);
     # less the 3 object pixels.
     assert int(object_surround(label, (1, 2), 1).sum()) == 14 + 4 - 3
+    # With the objects: the person's window plus the person, the car beside it (not asked for) stays out.
+    with_objects = object_surround(label, (2,), 2, include_objects=True)
+    expected[4, 4] = True
+    assert torch.equal(with_objects[0, 0], expected) and not with_objects[1].any()
+    assert torch.equal(object_surround(label, (1, 2), 0, include_objects=True)[:, 0], (label == 1) | (label == 2))
 
 
 def test_salient_target_loss_pulls_only_the_region_towards_ir():

@@ -313,6 +313,51 @@ def test_semantic_gradient_through_the_weight_map_leaves_the_residual_alone(tmp_
     assert not torch.equal(before.weight[0], after.weight[0])
 
 
+def test_objects_only_gradient_passes_at_objects_and_their_surround_only():
+    from ivfuse.classes import IGNORE_INDEX
+
+    fused = torch.rand(2, 1, 12, 12, requires_grad=True)
+    label = torch.zeros(2, 12, 12, dtype=torch.long)
+    label[0, 5:7, 5:7] = 2  # a person
+    label[0, 3, 3] = IGNORE_INDEX  # inside its surround, but not labelled
+    seen = training.objects_only_gradient(fused, label, 2)  # batch item 1: background only
+    assert torch.equal(seen, fused)
+    seen.sum().backward()
+    expected = torch.zeros(2, 1, 12, 12)
+    expected[0, 0, 3:9, 3:9] = 1
+    expected[0, 0, 3, 3] = 0
+    assert torch.equal(fused.grad, expected)
+
+
+@pytest.mark.parametrize("mode, moves", [("objects", False), ("image", True)])
+def test_objects_only_semantic_gradient_leaves_a_frame_without_objects_alone(tmp_path, mode, moves):
+    """Labels with no object at all: in "objects" mode the semantic loss (the only loss here) must
+    not move the fusion network; in "image" mode it must (or this test could not fail)."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from ivfuse.models import FusionNet
+    from ivfuse.serialization import save_network
+
+    data = tmp_path / "data"
+    shutil.copytree(TINY_DATA, data)
+    for path in (data / "MSRS" / "label").iterdir():
+        label = np.array(Image.open(path))
+        Image.fromarray(np.where(label < 255, 0, label).astype(np.uint8)).save(path)
+    tiny = training.load_config(TINY_CONFIG)
+    initial = save_network(FusionNet(tiny.model), tmp_path / "initial.safetensors")
+    schedule = dataclasses.replace(tiny.schedule, rounds=2, fusion_steps=(2,), segmentation_steps=(2,),
+                                   init_fusion=str(initial), semantic_gradient=mode)
+    config = dataclasses.replace(tiny, schedule=schedule, data=dataclasses.replace(tiny.data, validation_pairs=0),
+                                 loss=dataclasses.replace(tiny.loss, intensity=0.0, texture=0.0, ssim=0.0))
+    training.train(config, tmp_path / "run", data_root=str(data))
+    assert any(r["semantic"] != "" for r in _rows(tmp_path / "run" / "log.csv") if r["round"] == "1" and r["network"] == "fusion")
+    same = training.weights_digest(load_network(tmp_path / "run" / "fusion.safetensors")) == training.weights_digest(load_network(initial))
+    assert same != moves
+
+
 def test_init_fusion_is_loaded_and_the_segmentation_phase_leaves_it_untouched(tmp_path):
     from ivfuse.models import FusionConfig, FusionNet
     from ivfuse.serialization import save_network

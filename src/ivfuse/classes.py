@@ -17,6 +17,8 @@ PALETTE = np.array(
     dtype=np.uint8,
 )
 NUM_CLASSES = len(CLASS_NAMES)
+#: Every class but "unlabelled" (id 0, the background).
+OBJECT_CLASS_IDS = tuple(range(1, NUM_CLASSES))
 #: Column names of the per-class IoUs in CSV files (training validation, segmentation benchmark).
 IOU_COLUMNS = tuple(f"iou_{name.replace(' ', '_')}" for name in CLASS_NAMES)
 #: Label value that no loss or metric counts (also used for the pixels of unlabelled pairs).

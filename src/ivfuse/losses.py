@@ -112,13 +112,14 @@ class SalientTargetConfig:
         return tuple(CLASS_NAMES.index(name) for name in self.classes)
 
 
-def object_surround(label: torch.Tensor, class_ids: tuple[int, ...], margin: int) -> torch.Tensor:
+def object_surround(label: torch.Tensor, class_ids: tuple[int, ...], margin: int, include_objects: bool = False) -> torch.Tensor:
     """Background pixels (class 0) within ``margin`` pixels (a square window) of the given classes.
 
     Args:
         label: ``(B, H, W)`` integer class ids (``IGNORE_INDEX`` is neither object nor background).
         class_ids: the object classes whose surround is wanted.
-        margin: reach in pixels, ``>= 1``.
+        margin: reach in pixels, ``>= 0`` (0: no surround).
+        include_objects: also return the pixels of the given classes themselves.
 
     Returns:
         ``(B, 1, H, W)`` bool.
@@ -136,7 +137,8 @@ def object_surround(label: torch.Tensor, class_ids: tuple[int, ...], margin: int
     size = 2 * margin + 1
     grown = F.max_pool2d(seeds[:, None].float(), (1, size), stride=1, padding=(0, margin))
     grown = F.max_pool2d(grown, (size, 1), stride=1, padding=(margin, 0))
-    return (grown > 0) & (label == 0)[:, None]
+    kept = (label == 0) | seeds if include_objects else label == 0
+    return (grown > 0) & kept[:, None]
 
 
 def salient_target_loss(fused: torch.Tensor, ir: torch.Tensor, region: torch.Tensor) -> torch.Tensor:

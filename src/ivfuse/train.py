@@ -56,7 +56,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .classes import IGNORE_INDEX, IOU_COLUMNS, NUM_CLASSES
+from .classes import IGNORE_INDEX, IOU_COLUMNS, NUM_CLASSES, OBJECT_CLASS_IDS
 from .color import merge_luma_rgb, split_luma
 from .data import Augment, Sample, draw_batch, load_pairs
 from .io import atomic_write, write_csv
@@ -106,7 +106,11 @@ class ScheduleConfig:
     ``semantic_gradient``: what the semantic loss may change. ``"image"``: every fused pixel.
     ``"weight"`` (blend head only): only the per-pixel source weight, so the loss decides which
     source a pixel takes while edges and detail stay what the content loss made them (the
-    residual reaches the segmentation network detached).
+    residual reaches the segmentation network detached). ``"objects"``: only the pixels of
+    labelled objects (classes 1-8) and the background within ``semantic_margin`` pixels of them,
+    so the loss can make objects stand out but cannot rework the background, which is most of
+    the image and where it cost the most fidelity (docs/training.md, "Where the semantic loss
+    changes the image").
     """
 
     rounds: int = 1
@@ -115,10 +119,13 @@ class ScheduleConfig:
     semantic_weight: float = 0.0
     init_fusion: str = ""
     semantic_gradient: str = "image"
+    semantic_margin: int = 8
 
     def __post_init__(self):
-        if self.semantic_gradient not in ("image", "weight"):
-            raise ValueError(f"[schedule] semantic_gradient must be 'image' or 'weight', not {self.semantic_gradient!r}")
+        if self.semantic_gradient not in ("image", "weight", "objects"):
+            raise ValueError(f"[schedule] semantic_gradient must be 'image', 'weight' or 'objects', not {self.semantic_gradient!r}")
+        if self.semantic_margin < 0:
+            raise ValueError(f"[schedule] semantic_margin must be >= 0, not {self.semantic_margin}")
         for name in ("fusion_steps", "segmentation_steps"):
             steps = getattr(self, name)
             steps = (steps,) if isinstance(steps, int) else tuple(steps)
@@ -458,6 +465,8 @@ def train(
                 # Unlabelled pairs of the batch give the content loss only.
                 if phase.semantic_weight and has_label.any():
                     seen = blend_sources(weight, residual.detach(), ir, vis_y) if through_weight else fused
+                    if schedule.semantic_gradient == "objects":
+                        seen = objects_only_gradient(seen, label, schedule.semantic_margin)
                     logits = segmentation(merge_luma_rgb(seen, cbcr)[has_label])
                     semantic = semantic_loss(logits, label[has_label], config.semantic_loss)
                     loss = loss + phase.semantic_weight * semantic
@@ -497,6 +506,30 @@ def train(
         _record_rank_digests(out_dir, rank, world, fusion, segmentation)
         dist.destroy_process_group()
     return outputs
+
+
+def objects_only_gradient(fused: torch.Tensor, label: torch.Tensor, margin: int) -> torch.Tensor:
+    """``fused`` unchanged, but gradients pass only at labelled objects and the background near them.
+
+    What ``[schedule] semantic_gradient = "objects"`` shows the segmentation network: the
+    semantic loss still sees the whole image, but only pixels of classes 1-8 and the
+    background within ``margin`` pixels of them can be changed by it.
+
+    Args:
+        fused: ``(B, 1, H, W)`` float.
+        label: ``(B, H, W)`` integer class ids (``IGNORE_INDEX`` pixels get no gradient).
+        margin: reach around the objects in pixels, ``>= 0``.
+
+    Example:
+        >>> fused = torch.rand(1, 1, 8, 8, requires_grad=True)
+        >>> label = torch.zeros(1, 8, 8, dtype=torch.long)
+        >>> label[0, 4, 4] = 2
+        >>> objects_only_gradient(fused, label, 1).sum().backward()
+        >>> int(fused.grad.sum())  # the person pixel and its 8 neighbours
+        9
+    """
+    region = object_surround(label, OBJECT_CLASS_IDS, margin, include_objects=True)
+    return torch.where(region, fused, fused.detach())
 
 
 def validation_frame(sample: Sample, multiple: int, device: torch.device) -> tuple[torch.Tensor, ...]:
