@@ -108,9 +108,9 @@ class ScheduleConfig:
     source a pixel takes while edges and detail stay what the content loss made them (the
     residual reaches the segmentation network detached). ``"objects"``: only the pixels of
     labelled objects (classes 1-8) and the background within ``semantic_margin`` pixels of them,
-    so the loss can make objects stand out but cannot rework the background, which is most of
-    the image and where it cost the most fidelity (docs/training.md, "Where the semantic loss
-    changes the image").
+    so the loss can make objects stand out but cannot rework the background, where most of its
+    change to the image was measured (docs/training.md, "Where the semantic loss changes the
+    image").
     """
 
     rounds: int = 1
