@@ -373,3 +373,48 @@ def test_init_fusion_is_loaded_and_the_segmentation_phase_leaves_it_untouched(tm
     config = dataclasses.replace(config, schedule=dataclasses.replace(schedule, init_fusion=str(other)))
     with pytest.raises(ValueError, match="differs from \\[model\\]"):
         training.train(config, tmp_path / "run2", data_root=str(TINY_DATA))
+
+
+def _salience_config(tmp_path, **schedule):
+    """The tiny schedule training only a salience gain on top of a saved plain (blend) network."""
+    from ivfuse.models import FusionNet
+    from ivfuse.serialization import save_network
+
+    tiny = training.load_config(TINY_CONFIG)
+    plain_model = dataclasses.replace(tiny.model, head="blend")
+    torch.manual_seed(1)
+    initial = save_network(FusionNet(plain_model), tmp_path / "plain.safetensors")
+    return dataclasses.replace(
+        tiny,
+        model=dataclasses.replace(plain_model, salience=True),
+        schedule=dataclasses.replace(tiny.schedule, init_fusion=str(initial), fusion_trainable="salience", semantic_weight=2.0, **schedule),
+    ), initial
+
+
+def test_training_only_the_salience_gain_leaves_the_rest_of_the_fusion_network_as_initialised(tmp_path):
+    config, initial = _salience_config(tmp_path)
+    training.train(config, tmp_path / "run", data_root=str(TINY_DATA))
+    start, end = load_network(initial).state_dict(), load_network(tmp_path / "run" / "fusion.safetensors").state_dict()
+    assert set(end) - set(start) == {key for key in end if key.startswith("salience.")}
+    assert all(torch.equal(start[key], end[key]) for key in start)
+    assert not torch.equal(end["salience.out.weight"], torch.zeros_like(end["salience.out.weight"]))
+
+    plain = dataclasses.replace(config, model=dataclasses.replace(config.model, salience=False))
+    with pytest.raises(ValueError, match="fusion_trainable = 'salience' needs \\[model\\] salience = true"):
+        training.train(plain, tmp_path / "plain_run", data_root=str(TINY_DATA))
+    with pytest.raises(ValueError, match="fusion_trainable must be 'all' or 'salience', not 'head'"):
+        dataclasses.replace(config.schedule, fusion_trainable="head")
+
+
+def test_salience_gain_trains_under_torchrun_with_the_rest_frozen(tmp_path):
+    config, initial = _salience_config(tmp_path)
+    out = tmp_path / "ddp"
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    settings = ["--set", "model.head='blend'", "--set", "model.salience=true", "--set", "schedule.fusion_trainable='salience'",
+                "--set", f"schedule.init_fusion='{initial}'"]
+    result = subprocess.run(_command(*launcher, *_train_arguments(out), *settings), env=_environment(), capture_output=True, text=True, cwd=REPO, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    digests = (out / "rank_digests.txt").read_text().split()
+    assert len(digests) == 2 and digests[0] == digests[1]
+    start, end = load_network(initial).state_dict(), load_network(out / "fusion.safetensors").state_dict()
+    assert all(torch.equal(start[key], end[key]) for key in start)

@@ -111,6 +111,10 @@ class ScheduleConfig:
     so the loss can make objects stand out but cannot rework the background, where most of its
     change to the image was measured (docs/training.md, "Where the semantic loss changes the
     image").
+    ``fusion_trainable``: what the fusion phases train. ``"all"``: the whole fusion network.
+    ``"salience"`` (needs ``[model] salience = true``): only its salience gain, the rest stays as
+    ``init_fusion`` made it, so every change to the image is an added share of IR local contrast
+    (docs/training.md, "Salience gain").
     """
 
     rounds: int = 1
@@ -120,8 +124,11 @@ class ScheduleConfig:
     init_fusion: str = ""
     semantic_gradient: str = "image"
     semantic_margin: int = 8
+    fusion_trainable: str = "all"
 
     def __post_init__(self):
+        if self.fusion_trainable not in ("all", "salience"):
+            raise ValueError(f"[schedule] fusion_trainable must be 'all' or 'salience', not {self.fusion_trainable!r}")
         if self.semantic_gradient not in ("image", "weight", "objects"):
             raise ValueError(f"[schedule] semantic_gradient must be 'image', 'weight' or 'objects', not {self.semantic_gradient!r}")
         if self.semantic_margin < 0:
@@ -402,17 +409,27 @@ def train(
     through_weight = schedule.semantic_gradient == "weight"
     if through_weight and config.model.head != "blend":
         raise ValueError("[schedule] semantic_gradient = 'weight' needs [model] head = 'blend'")
+    if through_weight and config.model.salience:
+        raise ValueError("[schedule] semantic_gradient = 'weight' cannot be combined with [model] salience = true")
+    if schedule.fusion_trainable == "salience" and not config.model.salience:
+        raise ValueError("[schedule] fusion_trainable = 'salience' needs [model] salience = true")
 
     fusion = FusionNet(config.model)
     segmentation = SegmentationNet(config.segmentation)
     if schedule.init_fusion:
         initial = load_network(schedule.init_fusion, expected="FusionNet")
-        if initial.config != config.model:
+        # A network without the salience gain may start one that has it (the gain starts near 0).
+        if dataclasses.replace(initial.config, salience=config.model.salience) != config.model or (initial.config.salience and not config.model.salience):
             raise ValueError(f"{schedule.init_fusion}: architecture {initial.config} differs from [model] {config.model}")
-        fusion.load_state_dict(initial.state_dict())
+        fusion.load_state_dict(initial.state_dict(), strict=initial.config.salience == config.model.salience)
+    # The part of the fusion network its phases train; the rest never needs gradients (and
+    # DistributedDataParallel must only see parameters that get them).
+    fusion_part = fusion.salience if schedule.fusion_trainable == "salience" else fusion
+    fusion.requires_grad_(False)
+    fusion_part.requires_grad_(True)
     fusion.to(device)
     segmentation.to(device)
-    optimizers = {"fusion": make_optimizer(fusion, config.fusion_optim), "segmentation": make_optimizer(segmentation, config.segmentation_optim)}
+    optimizers = {"fusion": make_optimizer(fusion_part, config.fusion_optim), "segmentation": make_optimizer(segmentation, config.segmentation_optim)}
     optim_configs = {"fusion": config.fusion_optim, "segmentation": config.segmentation_optim}
     start = 0
     if state is not None:
@@ -439,7 +456,8 @@ def train(
         phase = next(p for p in phases if p.start <= step < p.start + p.steps)
         network_step = phase.network_start + step - phase.start
         lr = learning_rate(optim_configs[phase.network], network_step, total[phase.network])
-        fusion.train(phase.network == "fusion").requires_grad_(phase.network == "fusion")
+        fusion.train(phase.network == "fusion")
+        fusion_part.requires_grad_(phase.network == "fusion")
         segmentation.train(phase.network == "segmentation").requires_grad_(phase.network == "segmentation")
 
         pool = samples if phase.network == "fusion" else labelled

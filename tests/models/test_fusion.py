@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ivfuse.models import CrossDomainInteraction, FusionConfig, FusionNet
-from ivfuse.models.fusion import sobel_magnitude
+from ivfuse.models.fusion import infrared_local_contrast, sobel_magnitude
 
 
 def test_fused_luma_has_input_shape_and_unit_range():
@@ -61,3 +61,34 @@ def test_blend_head_keeps_source_pixels_exactly():
         assert torch.allclose(net(ir, vis), torch.ones_like(ir))
     with pytest.raises(ValueError, match="head must be"):
         FusionConfig(head="linear")
+
+
+def test_infrared_local_contrast_marks_warm_spots_only():
+    ir = torch.full((1, 1, 40, 40), 0.3)
+    ir[..., 10:14, 20:23] = 0.9
+    contrast = infrared_local_contrast(ir, window=9)
+    assert contrast[..., 10:14, 20:23].min() > 0.4
+    outside = torch.ones_like(ir, dtype=torch.bool)
+    outside[..., 10:14, 20:23] = False
+    assert contrast[outside].max() < 1e-6  # flat, or cooler than the neighbourhood: nothing added
+    assert infrared_local_contrast(torch.full((1, 1, 16, 16), 0.7)).max() < 1e-6
+
+
+def test_salience_gain_changes_only_ir_warm_spots_and_starts_near_the_plain_network():
+    torch.manual_seed(0)
+    plain = FusionNet(FusionConfig(head="blend")).eval()
+    salient = FusionNet(FusionConfig(head="blend", salience=True)).eval()
+    salient.load_state_dict(plain.state_dict(), strict=False)
+    ir, vis = torch.full((1, 1, 64, 64), 0.2), torch.rand(1, 1, 64, 64) * 0.5
+    ir[..., 30:40, 30:36] = 0.8
+    with torch.no_grad():
+        before = plain(ir, vis)
+        fresh = salient(ir, vis)
+        assert torch.allclose(fresh, (before + torch.sigmoid(torch.tensor(-4.0)) * infrared_local_contrast(ir)).clamp(0, 1), atol=1e-6)
+        salient.salience.out.bias.fill_(10.0)  # full gain: the whole IR local contrast is added
+        after = salient(ir, vis)
+    warm = infrared_local_contrast(ir) > 0
+    assert torch.equal(after[~warm], before[~warm])
+    assert torch.allclose(after[warm], (before + infrared_local_contrast(ir))[warm].clamp(0, 1), atol=1e-4)
+    with pytest.raises(ValueError, match="no salience gain"):
+        salient(ir, vis, return_blend=True)

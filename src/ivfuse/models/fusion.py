@@ -18,6 +18,10 @@
   predicts the fused Y directly through a sigmoid (``"sigmoid"``), or (``"blend"``) a per-pixel
   weight ``w`` and a residual ``r``: ``clamp(w * ir + (1 - w) * vis_y + tanh(r), 0, 1)``, so
   that keeping a source's pixels and edges as they are costs the network nothing.
+* Optionally (``FusionConfig.salience``) a small *salience gain* adds a per-pixel share of the
+  IR image's local contrast (:func:`infrared_local_contrast`) to that output. Where the IR image
+  has no warm spot the output is the head's, so a loss that trains only this branch can
+  make objects stand out without reworking the background (docs/training.md, "Salience gain").
 
 Input height and width must be multiples of :attr:`FusionNet.size_multiple`; :class:`ivfuse.Fuser`
 pads and crops around the network. Only ``torch`` is imported here.
@@ -50,6 +54,7 @@ class FusionConfig:
     channel: bool = True
     integration: bool = True
     head: str = "sigmoid"
+    salience: bool = False
 
     def __post_init__(self):
         if self.head not in ("sigmoid", "blend"):
@@ -163,12 +168,59 @@ class DecoderStage(nn.Module):
         return self.conv(torch.cat([upsampled, skip], dim=1))
 
 
+def infrared_local_contrast(ir: torch.Tensor, window: int = 31) -> torch.Tensor:
+    """How much brighter each IR pixel is than the mean of its ``window`` x ``window`` neighbourhood.
+
+    ``relu(ir - box_mean(ir))`` with replicate padding: warm objects narrower than the window
+    (people, cars, animals in road and surveillance frames at 640x480) stand out; flat or cooler
+    regions give 0 (up to float rounding of the mean, ~1e-7).
+
+    Args:
+        ir: ``(B, 1, H, W)`` float in ``[0, 1]``.
+        window: odd box size in pixels.
+
+    Returns:
+        ``(B, 1, H, W)`` float in ``[0, 1]``.
+
+    Example:
+        >>> ir = torch.zeros(1, 1, 5, 5); ir[..., 2, 2] = 1.0
+        >>> infrared_local_contrast(ir, window=3)[0, 0, 2]
+        tensor([0.0000, 0.0000, 0.8889, 0.0000, 0.0000])
+    """
+    pad = window // 2
+    padded = F.pad(ir, (pad, pad, pad, pad), mode="replicate")
+    mean = F.avg_pool2d(F.avg_pool2d(padded, (1, window), stride=1), (window, 1), stride=1)
+    return (ir - mean).clamp(min=0)
+
+
+class SalienceGain(nn.Module):
+    """Per-pixel share in ``(0, 1)`` of the IR local contrast to add, predicted at 1/4 scale.
+
+    Starts at a uniform 0.018 (output weights 0, bias -4), so a network with a fresh salience
+    branch fuses almost exactly as the network it was initialised from.
+
+    Shape: ``features (B, C, H/4, W/4)``, ``size (H, W)`` -> ``(B, 1, H, W)``.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = _conv(channels, channels // 2)
+        self.out = nn.Conv2d(channels // 2, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, -4.0)
+
+    def forward(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        gain = torch.sigmoid(self.out(self.conv(features)))
+        return F.interpolate(gain, size=size, mode="bilinear", align_corners=False)
+
+
 class FusionNet(nn.Module):
     """Infrared + visible luminance -> fused luminance.
 
     Args:
         config: architecture; the shipped weights use ``FusionConfig(head="blend")``. ``spatial``,
-            ``channel`` and ``integration`` switch the CDIIM parts for ablation.
+            ``channel`` and ``integration`` switch the CDIIM parts for ablation; ``salience``
+            adds the salience gain (module doc).
 
     Shape:
         ``ir``, ``vis_y``: ``(B, 1, H, W)`` float in ``[0, 1]``, ``H`` and ``W`` multiples of
@@ -194,25 +246,32 @@ class FusionNet(nn.Module):
         )
         self.decode = nn.ModuleList([DecoderStage(w[3], w[2], w[2]), DecoderStage(w[2], 2 * w[1], w[1]), DecoderStage(w[1], 2 * w[0], w[0], kernel_size=1)])
         self.head = nn.Conv2d(w[0], 2 if config.head == "blend" else 1, 3, padding=1)
+        self.salience = SalienceGain(w[2]) if config.salience else None
 
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor, *, return_blend: bool = False):
         """Fused Y; with ``return_blend`` (blend head only) the head's ``(weight, residual)``
         instead, each ``(B, 1, H, W)``, for :func:`blend_sources` (training composes them itself
-        when a loss must reach only one of the two)."""
-        if return_blend and self.config.head != "blend":
-            raise ValueError("return_blend needs the blend head")
+        when a loss must reach only one of the two); not with the salience gain."""
+        if return_blend and (self.config.head != "blend" or self.salience is not None):
+            raise ValueError("return_blend needs the blend head and no salience gain")
         ir0, ir1, ir2 = self.encode_ir(ir)
         vis0, vis1, vis2 = self.encode_vis(vis_y)
         ir2, vis2, fused2 = self.interact[0](ir2, vis2)
         _, _, fused3 = self.interact[1](self.encode_ir.coarsest(ir2), self.encode_vis.coarsest(vis2))
-        x = self.decode[0](fused3, fused2)
-        x = self.decode[1](x, torch.cat([ir1, vis1], dim=1))
+        quarter = self.decode[0](fused3, fused2)
+        x = self.decode[1](quarter, torch.cat([ir1, vis1], dim=1))
         x = self.decode[2](x, torch.cat([ir0, vis0], dim=1))
         if self.config.head == "sigmoid":
-            return torch.sigmoid(self.head(x))
-        weight, residual = self.head(x).chunk(2, dim=1)
-        weight, residual = torch.sigmoid(weight), torch.tanh(residual)
-        return (weight, residual) if return_blend else blend_sources(weight, residual, ir, vis_y)
+            fused = torch.sigmoid(self.head(x))
+        else:
+            weight, residual = self.head(x).chunk(2, dim=1)
+            weight, residual = torch.sigmoid(weight), torch.tanh(residual)
+            if return_blend:
+                return weight, residual
+            fused = blend_sources(weight, residual, ir, vis_y)
+        if self.salience is None:
+            return fused
+        return (fused + self.salience(quarter, ir.shape[-2:]) * infrared_local_contrast(ir)).clamp(0, 1)
 
 
 def blend_sources(weight: torch.Tensor, residual: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
