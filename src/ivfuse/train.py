@@ -418,10 +418,10 @@ def train(
     segmentation = SegmentationNet(config.segmentation)
     if schedule.init_fusion:
         initial = load_network(schedule.init_fusion, expected="FusionNet")
-        # A network without the salience gain may start one that has it (the gain starts near 0).
-        if dataclasses.replace(initial.config, salience=config.model.salience) != config.model or (initial.config.salience and not config.model.salience):
+        # The same architecture, or the same without the salience gain: a fresh gain starts near 0.
+        if initial.config not in (config.model, dataclasses.replace(config.model, salience=False)):
             raise ValueError(f"{schedule.init_fusion}: architecture {initial.config} differs from [model] {config.model}")
-        fusion.load_state_dict(initial.state_dict(), strict=initial.config.salience == config.model.salience)
+        fusion.load_state_dict(initial.state_dict(), strict=initial.config == config.model)
     # The part of the fusion network its phases train; the rest never needs gradients (and
     # DistributedDataParallel must only see parameters that get them).
     fusion_part = fusion.salience if schedule.fusion_trainable == "salience" else fusion

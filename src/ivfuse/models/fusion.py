@@ -218,7 +218,8 @@ class FusionNet(nn.Module):
     """Infrared + visible luminance -> fused luminance.
 
     Args:
-        config: architecture; the shipped weights use ``FusionConfig(head="blend")``. ``spatial``,
+        config: architecture; the shipped weights use ``FusionConfig(head="blend", salience=True)``
+            (``fusion_content.safetensors``: without the salience gain). ``spatial``,
             ``channel`` and ``integration`` switch the CDIIM parts for ablation; ``salience``
             adds the salience gain (module doc).
 
