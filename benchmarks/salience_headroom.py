@@ -47,7 +47,7 @@ def main() -> None:
     ir_files, _, _ = list_images(args.ir)
     missing = sorted(set(fused_files) - set(ir_files))
     if missing:
-        parser.error(f"{args.ir}: no IR image for {missing[0]} (and {len(missing) - 1} more)")
+        parser.error(f"{args.ir}: no IR image for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} ({len(missing)} in all)")
     args.out.mkdir(parents=True, exist_ok=True)
     for stem, path in sorted(fused_files.items()):
         y, cbcr = split_luma(to_tensor(read_image(path)))
