@@ -203,11 +203,23 @@ def test_nabf_closed_forms(textured):
     # The average never has a stronger gradient than both sources.
     assert M.nabf(a, b, (a + b) / 2) == 0.0
     assert M.nabf(a, b, f) == pytest.approx(M.nabf(b, a, f))
-    # Flat sources, F a horizontal ramp: every pixel is an artefact with orientation
-    # term 0 and relative strength 0, so Nabf = 1 - sqrt(Qg(0) Qa(0)).
-    flat, ramp = np.zeros((6, 9)), np.tile(np.arange(9) * 10.0, (6, 1))
-    q = math.sqrt(0.9999 / (1 + math.exp(19 * 0.5)) * 0.9995 / (1 + math.exp(22 * 0.5)))
-    assert M.nabf(flat, flat, ramp) == pytest.approx(1 - q)
+
+
+def test_nabf_border_mirrors_without_repeating_the_edge():
+    # Flat sources (strength 0, weight 0.001 everywhere): Nabf is the share of pixels where F
+    # has any edge, times 1 - sqrt(Qg(0) Qa(A)). Padding that mirrors without repeating the
+    # edge (reference per_extn_im_fn) gives a ramp no gradient across its first and last
+    # samples; padding that repeats the edge would make every pixel an artefact.
+    flat = np.zeros((6, 9))
+    horizontal_ramp = np.tile(np.arange(9) * 10.0, (6, 1))
+    # Orientation term 0 (F's edges are vertical, the flat sources' orientation is pi/2).
+    q0 = math.sqrt(0.9999 / (1 + math.exp(19 * 0.5)) * 0.9995 / (1 + math.exp(22 * 0.5)))
+    assert M.nabf(flat, flat, horizontal_ramp) == pytest.approx(7 / 9 * (1 - q0))
+    # 3x3, rows 0, 8, 16: only the middle row has a gradient (sy = 4 * 16 / 8 = 8, sx = 0, so
+    # orientation pi/2 as the sources': term 1); the edge rows mirror to equal neighbours.
+    vertical_ramp = np.repeat(np.array([[0.0], [8.0], [16.0]]), 3, axis=1)
+    q1 = math.sqrt(0.9999 / (1 + math.exp(19 * 0.5)) * 0.9995 / (1 + math.exp(-22 * 0.5)))
+    assert M.nabf(np.zeros((3, 3)), np.zeros((3, 3)), vertical_ramp) == pytest.approx(3 / 9 * (1 - q1))
 
 
 # ---------------------------------------------------------------- conventions and compute_all

@@ -201,8 +201,8 @@ def _sobel_strength_orientation(image: np.ndarray, mode: str, scale: float):
 
     Orientation is ``atan(Sy / Sx)`` in [-pi/2, pi/2] with ``pi/2`` where ``Sx = 0``, as in
     the reference implementations (not ``atan2``). ``mode`` is the scipy boundary mode:
-    "constant" is zero padding, "reflect" mirrors with the edge repeated (MATLAB
-    'symmetric').
+    "constant" is zero padding, "mirror" mirrors about the edge sample without repeating it
+    (padding row -1 equals row 1).
     """
     sx = ndimage.correlate1d(ndimage.correlate1d(image, _SOBEL_DIFF, axis=1, mode=mode), _SOBEL_ROW, axis=0, mode=mode)
     sy = ndimage.correlate1d(ndimage.correlate1d(image, _SOBEL_DIFF, axis=0, mode=mode), _SOBEL_ROW, axis=1, mode=mode)
@@ -582,7 +582,8 @@ def _nabf_loss_terms(g_source, a_source, g_fused, a_fused):
 def nabf(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
     """Modified fusion-artefact measure N^{AB/F} (Shreyamsha Kumar); lower is better.
 
-    Sobel / 8 with mirror padding (edge repeated); relative strength 0 where either
+    Sobel / 8 with mirror padding that does not repeat the edge sample (the reference
+    ``per_extn_im_fn``: the padding row above row 0 is row 1); relative strength 0 where either
     strength is 0; orientation term ``||aS - aF| - pi/2| 2/pi``;
     ``Q = sqrt(Qg Qa)`` with sigmoids (0.9999, 19, 0.5) and (0.9995, 22, 0.5);
     weights ``g^1.5`` where ``g >= 2`` else 0.001; Nabf is the weighted loss
@@ -601,9 +602,9 @@ def nabf(ir: np.ndarray, vis: np.ndarray, fused: np.ndarray) -> float:
         >>> nabf(x, x, x)
         0.0
     """
-    g_ir, a_ir = _sobel_strength_orientation(ir, "reflect", 1.0 / 8.0)
-    g_vis, a_vis = _sobel_strength_orientation(vis, "reflect", 1.0 / 8.0)
-    g_fused, a_fused = _sobel_strength_orientation(fused, "reflect", 1.0 / 8.0)
+    g_ir, a_ir = _sobel_strength_orientation(ir, "mirror", 1.0 / 8.0)
+    g_vis, a_vis = _sobel_strength_orientation(vis, "mirror", 1.0 / 8.0)
+    g_fused, a_fused = _sobel_strength_orientation(fused, "mirror", 1.0 / 8.0)
     loss_ir, weight_ir = _nabf_loss_terms(g_ir, a_ir, g_fused, a_fused)
     loss_vis, weight_vis = _nabf_loss_terms(g_vis, a_vis, g_fused, a_fused)
     artefact = (g_fused > g_ir) & (g_fused > g_vis)
