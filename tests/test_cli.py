@@ -127,9 +127,12 @@ def test_segment_writes_class_id_labels_and_palette_overlays(tmp_path):
     _crop(EXAMPLES / "vi" / "00055D.png", vis / "a.png")
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        main, ["segment", "--ir", str(ir), "--vis", str(vis), "-o", str(out), "--fusion-weights", str(fusion), "--seg-weights", str(weights), "--quiet"]
+        main, ["segment", "--ir", str(ir), "--vis", str(vis), "-o", str(out), "--fusion-weights", str(fusion), "--seg-weights", str(weights), "--masks", "--quiet"]
     )
     assert result.exit_code == 0, result.output
+    assert np.array(Image.open(out / "masks" / "car" / "a.png")).min() == 255
+    assert np.array(Image.open(out / "masks" / "person" / "a.png")).max() == 0
+    assert not (out / "probabilities").exists() and (out / "legend.png").is_file()
     labels = np.array(Image.open(out / "labels" / "a.png"))
     assert labels.shape == (96, 128) and labels.dtype == np.uint8 and (labels == 1).all()
     overlay = np.array(Image.open(out / "overlays" / "a.png")).astype(int)

@@ -1,6 +1,9 @@
 import numpy as np
 
-from ivfuse.segmenter import colorize, overlay
+from PIL import Image
+
+from ivfuse.classes import CLASS_NAMES, PALETTE
+from ivfuse.segmenter import colorize, legend, overlay
 
 
 def test_colorize_uses_the_msrs_palette_and_white_for_ignored():
@@ -25,6 +28,39 @@ def test_shipped_weights_segment_a_real_pair_into_msrs_classes():
     assert labels.shape == (480, 640) and labels.dtype == np.uint8 and labels.max() <= 8
     assert fused.shape == (480, 640, 3)
     assert len(np.unique(labels)) > 1  # a road scene with people and a car is not all background
+
+
+def test_legend_lists_each_class_with_its_palette_swatch():
+    key = np.rint(legend() * 255).astype(np.uint8)
+    assert key.shape[0] == 22 * len(CLASS_NAMES) + 8
+    for class_id in range(len(CLASS_NAMES)):
+        swatch_centre = key[4 + class_id * 22 + 11, 6 + 8]
+        assert swatch_centre.tolist() == PALETTE[class_id].tolist()
+    assert legend([2]).shape[0] == 30
+
+
+def test_probability_maps_and_masks_agree_with_the_labels(tmp_path):
+    from ivfuse import segmenter as module
+
+    from .conftest import EXAMPLES
+
+    stem = "00055D"
+    label_path = module.segment_pair_files(
+        module.Segmenter(), EXAMPLES / "ir" / f"{stem}.png", EXAMPLES / "vi" / f"{stem}.png", tmp_path, stem, probabilities=True, masks=True
+    )
+    labels = np.asarray(Image.open(label_path))
+    folders = [name.replace(" ", "_") for name in CLASS_NAMES]
+    probabilities = np.stack([np.asarray(Image.open(tmp_path / "probabilities" / f / f"{stem}.png"), np.float64) for f in folders])
+    masks = np.stack([np.asarray(Image.open(tmp_path / "masks" / f / f"{stem}.png")) for f in folders])
+    assert probabilities.shape == (9, 480, 640) and masks.shape == (9, 480, 640)
+    # 8-bit probabilities of the 9 classes sum to 255 up to the rounding of each.
+    assert np.abs(probabilities.sum(0) - 255).max() <= 5
+    np.testing.assert_array_equal(masks.argmax(0), labels)
+    assert set(np.unique(masks).tolist()) <= {0, 255} and (masks > 0).sum(0).max() == 1
+    # The labelled class is the most probable one wherever it leads by more than the rounding.
+    top_two = np.sort(probabilities, axis=0)[-2:]
+    clear = top_two[1] - top_two[0] > 1
+    np.testing.assert_array_equal(probabilities.argmax(0)[clear], labels[clear])
 
 
 def test_a_pair_whose_overlay_cannot_be_written_leaves_no_label(tmp_path, monkeypatch):

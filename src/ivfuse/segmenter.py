@@ -1,18 +1,23 @@
 """Segmentation of fused images: :class:`Segmenter` fuses a pair, then labels every pixel.
 
-Labels are the MSRS class ids (:data:`ivfuse.classes.CLASS_NAMES`); :func:`colorize` and
-:func:`overlay` draw them in the official MSRS palette.
+Labels are the MSRS class ids (:data:`ivfuse.classes.CLASS_NAMES`); :func:`colorize`,
+:func:`overlay` and :func:`legend` draw them in the official MSRS palette.
+:func:`segment_pair_files` writes what ``ivfuse segment`` promises per pair: class ids, an
+overlay, and on request per-class probability maps and binary masks.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .classes import PALETTE
+from PIL import Image, ImageDraw, ImageFont
+
+from .classes import CLASS_NAMES, PALETTE
 from .fuser import Fuser
 from .io import WriteError, read_pair, write_image
 from .serialization import load_network, shipped_weights
@@ -60,13 +65,31 @@ class Segmenter:
             ``(labels, fused)``: ``(H, W)`` uint8 class ids and the fused image ``(H, W, 3)``
             float32 in ``[0, 1]`` (grey repeated in three channels for a grey visible image).
         """
+        probabilities, fused = self.probabilities(ir, vis)
+        return probabilities.argmax(0).astype(np.uint8), fused
+
+    def probabilities(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities of the fused image of one pair.
+
+        Args:
+            ir, vis: as for :meth:`segment`.
+
+        Returns:
+            ``(probabilities, fused)``: ``(C, H, W)`` float32 softmax over the ``C`` classes
+            (summing to 1 per pixel) and the fused image ``(H, W, 3)`` float32 in ``[0, 1]``.
+
+        Example:
+            >>> probabilities, _ = Segmenter().probabilities(np.random.rand(96, 128), np.random.rand(96, 128, 3))
+            >>> probabilities.shape
+            (9, 96, 128)
+        """
         fused = self.fuser.fuse(ir, vis)
         if fused.ndim == 2:
             fused = np.repeat(fused[..., None], 3, axis=2)
         with torch.inference_mode():
             image = torch.from_numpy(np.ascontiguousarray(fused)).permute(2, 0, 1)[None].to(self.fuser.device)
-            labels = self.network(image).argmax(1)[0].to(torch.uint8).cpu().numpy()
-        return labels, fused
+            probabilities = self.network(image).softmax(1)[0].float().cpu().numpy()
+        return probabilities, fused
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -91,9 +114,49 @@ def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = 0.5) -> np.n
     return (image * (1 - painted) + colorize(labels) * painted).astype(np.float32)
 
 
-def segment_pair_files(segmenter: Segmenter, ir_path: Path, vis_path: Path, out_dir: Path, stem: str) -> Path:
-    """Segment one pair of files; write ``out_dir/labels/<stem>.png`` (class ids) and
-    ``out_dir/overlays/<stem>.png`` (palette over the fused image), both atomically.
+def legend(class_ids: Sequence[int] | None = None, *, row_height: int = 22) -> np.ndarray:
+    """A key to the palette: one row per class, a colour swatch and the class name.
+
+    Args:
+        class_ids: classes to list, in order; ``None`` lists every class.
+        row_height: pixels per row (the text size follows it).
+
+    Returns:
+        RGB ``(row_height * len(class_ids) + 8, W, 3)`` float32 in ``[0, 1]``, dark background.
+
+    Example:
+        >>> legend([1, 2]).shape[0]
+        52
+    """
+    ids = list(range(len(CLASS_NAMES))) if class_ids is None else list(class_ids)
+    font = ImageFont.load_default(size=round(row_height * 0.7))
+    width = row_height * 2 + max(round(font.getlength(CLASS_NAMES[i])) for i in ids) + 12
+    canvas = Image.new("RGB", (width, row_height * len(ids) + 8), (24, 24, 24))
+    draw = ImageDraw.Draw(canvas)
+    for row, class_id in enumerate(ids):
+        top = 4 + row * row_height
+        # Class 0 is black in the palette: outline its swatch so it stays visible on the dark key.
+        draw.rectangle((6, top + 3, 6 + row_height - 6, top + row_height - 3), fill=tuple(int(v) for v in PALETTE[class_id]),
+                       outline=(160, 160, 160))
+        draw.text((row_height + 8, top + row_height / 2), CLASS_NAMES[class_id], fill=(235, 235, 235), font=font, anchor="lm")
+    return np.asarray(canvas, dtype=np.float32) / 255
+
+
+def segment_pair_files(
+    segmenter: Segmenter, ir_path: Path, vis_path: Path, out_dir: Path, stem: str, *, probabilities: bool = False, masks: bool = False
+) -> Path:
+    """Segment one pair of files and write its outputs under ``out_dir``, each atomically:
+
+    * ``overlays/<stem>.png``: palette colours over the fused image (class 0 unpainted);
+    * with ``probabilities``: ``probabilities/<class>/<stem>.png``, the class probability as an
+      8-bit grey image (``round(255 p)``), one folder per class;
+    * with ``masks``: ``masks/<class>/<stem>.png``, 255 where the pixel is labelled that class,
+      else 0, one folder per class (spaces in class names become ``_``);
+    * ``labels/<stem>.png``: class ids, written last, so an existing label file means the
+      pair's outputs are complete (what ``--skip-existing`` relies on).
+
+    If any write fails, the pair's files written so far are removed: a pair has all its outputs
+    or none.
 
     Returns:
         The label file's path.
@@ -102,12 +165,24 @@ def segment_pair_files(segmenter: Segmenter, ir_path: Path, vis_path: Path, out_
         ImageReadError: an input is unreadable or the pair's sizes differ (message names the files).
         WriteError: an output cannot be written.
     """
-    labels, fused = segmenter.segment(*read_pair(ir_path, vis_path))
-    label_path = write_image(out_dir / "labels" / f"{stem}.png", labels / 255.0)
+    read = read_pair(ir_path, vis_path)
+    class_probabilities, fused = segmenter.probabilities(*read)
+    labels = class_probabilities.argmax(0).astype(np.uint8)
+    outputs = [(out_dir / "overlays" / f"{stem}.png", overlay(fused, labels))]
+    for class_id, name in enumerate(CLASS_NAMES):
+        folder = name.replace(" ", "_")
+        if probabilities:
+            outputs.append((out_dir / "probabilities" / folder / f"{stem}.png", class_probabilities[class_id]))
+        if masks:
+            outputs.append((out_dir / "masks" / folder / f"{stem}.png", (labels == class_id).astype(np.float32)))
+    outputs.append((out_dir / "labels" / f"{stem}.png", labels / 255.0))
+    written: list[Path] = []
     try:
-        write_image(out_dir / "overlays" / f"{stem}.png", overlay(fused, labels))
+        for path, image in outputs:
+            written.append(write_image(path, image))
     except WriteError:
-        # A failed pair leaves no output: its label without the overlay would look like a finished pair.
-        label_path.unlink(missing_ok=True)
+        # A pair with some outputs missing would look finished to a resumed run.
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
-    return label_path
+    return written[-1]
