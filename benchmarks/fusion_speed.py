@@ -1,17 +1,25 @@
-"""Speed and memory of `ivfuse.Fuser` on a real 640x480 pair and a 4K pair.
+"""Speed and memory of `ivfuse.Fuser` on a real 640x480 pair and a 4K pair; PyTorch vs ONNX Runtime.
 
     python benchmarks/fusion_speed.py [--threads 2] [--repeats 15] [--weights FILE]
+    python benchmarks/fusion_speed.py --backends [--threads 2] [--repeats 15] [--weights FILE]
 
-Prints a Markdown table: median seconds per pair (network + colour, image reading and writing
-excluded, model load excluded), peak resident memory of the process, parameters and
-multiply-accumulates (MACs) per pair. Each row runs in its own process so peak memory is that
-row's alone. The 4K pair is the bundled MSRS pair resized to 3840x2160 (bicubic).
+Without ``--backends``: a Markdown table of median seconds per pair (network + colour, image
+reading and writing excluded, model load excluded), peak resident memory of the process,
+parameters and multiply-accumulates (MACs) per pair. Each row runs in its own process so peak
+memory is that row's alone. The 4K pair is the bundled MSRS pair resized to 3840x2160 (bicubic).
+
+With ``--backends``: the same ``Fuser.fuse`` call at 640x480 with the PyTorch backend and with
+ONNX Runtime (each graph optimisation level, and the int8-quantised model), all in one process
+and interleaved round by round, so that load from other processes hits every variant alike.
+Prints the median seconds per pair, the speed-up over PyTorch (ratio of medians), and how far
+each output is from the PyTorch output in grey levels (max, and PSNR in dB).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -25,6 +33,8 @@ from PIL import Image
 
 from ivfuse import Fuser
 from ivfuse.io import read_image
+from ivfuse.onnx_backend import OPTIMIZATION_LEVELS, OnnxNetwork, export_onnx
+from ivfuse.serialization import load_network, shipped_weights
 from ivfuse.models.interaction import SpatialCrossAttention
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -98,13 +108,63 @@ def run_case(name: str, threads: int, repeats: int, weights: str | None) -> dict
     }
 
 
+def backend_variants(weights: str | None) -> dict[str, Fuser]:
+    """The PyTorch fuser and ONNX Runtime fusers (each optimisation level, int8) of one network."""
+    network = load_network(weights or shipped_weights("fusion"), expected="FusionNet")
+    variants = {"torch (channels_last)": Fuser(weights)}
+    models = {"": export_onnx(network), " int8": export_onnx(network, quantize="int8")}
+    for level in OPTIMIZATION_LEVELS[1:]:
+        for suffix, model in models.items():
+            if suffix and level != "all":
+                continue
+            fuser = Fuser(weights, backend="onnxruntime")
+            fuser.network = OnnxNetwork(model, optimization=level)
+            variants[f"onnxruntime {level}{suffix}"] = fuser
+    return variants
+
+
+def compare_backends(threads: int, repeats: int, weights: str | None) -> None:
+    torch.set_num_threads(threads)
+    ir, vis = load_pair(None)
+    variants = backend_variants(weights)
+    reference = np.rint(variants["torch (channels_last)"].fuse(ir, vis) * 255)
+    seconds = {name: [] for name in variants}
+    for _ in range(repeats + 1):  # the first round warms up every variant
+        for name, fuser in variants.items():
+            began = time.perf_counter()
+            fuser.fuse(ir, vis)
+            seconds[name].append(time.perf_counter() - began)
+    base = statistics.median(seconds["torch (channels_last)"][1:])
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"torch {torch.__version__}, onnxruntime {ort_version()}, {threads} threads, 640x480, median of {repeats} interleaved rounds after one warm-up")
+    print(f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) at the end: {load}\n")
+    print("| backend | median s/pair | speed-up vs torch | max grey-level difference | PSNR vs torch (dB) |")
+    print("|---|---|---|---|---|")
+    for name, fuser in variants.items():
+        median = statistics.median(seconds[name][1:])
+        difference = np.abs(np.rint(fuser.fuse(ir, vis) * 255) - reference)
+        mse = float(np.mean(difference**2))
+        psnr = "identical" if mse == 0 else f"{10 * np.log10(255**2 / mse):.1f}"
+        print(f"| {name} | {median:.3f} | {base / median:.2f}x | {difference.max():.0f} | {psnr} |")
+
+
+def ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--weights")
+    parser.add_argument("--backends", action="store_true", help="Compare PyTorch and ONNX Runtime at 640x480 instead.")
     parser.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.backends:
+        compare_backends(args.threads, args.repeats, args.weights)
+        return
     if args.case:
         print(json.dumps(run_case(args.case, args.threads, args.repeats, args.weights)))
         return

@@ -49,3 +49,16 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
     save_file(tensors, str(tmp_path / "mixed.safetensors"), metadata=metadata)
     with pytest.raises(WeightsError, match="mixed.safetensors: weights do not fit the FusionNet architecture"):
         load_network(tmp_path / "mixed.safetensors")
+
+
+def test_non_finite_tensors_are_named_wherever_they_nest(tmp_path):
+    from ivfuse.serialization import load_checkpoint, refuse_non_finite
+
+    refuse_non_finite("ok.pt", {"a": torch.ones(2), "steps": torch.tensor([3]), "note": "text"})
+    state = {"fusion": {"w": torch.ones(2)}, "optimizer": {"state": {0: {"exp_avg": torch.tensor([0.0, float("inf")])}}}}
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(WeightsError, match=r"checkpoint.pt: tensor optimizer.state.0.exp_avg holds 1 NaN/Inf value\(s\)"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+    state["optimizer"]["state"][0]["exp_avg"][1] = 0.0
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert load_checkpoint(tmp_path / "checkpoint.pt", ["fusion"])["fusion"]["w"].sum() == 2

@@ -2,16 +2,21 @@
 
 Exit codes: 0 everything done; 1 partly done (some pairs failed or had no partner; the rest were
 written); 2 nothing done (bad arguments, missing folders, unusable weights, unwritable output).
+Every error is one ``error: ...`` line on stderr; ``ivfuse --debug ...`` adds the traceback.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import click
 
-from .io import IMAGE_EXTENSIONS, ImageReadError
+from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MAX_PIXELS_ENV, ImageReadError, pixel_limit
 from .serialization import WeightsError
 
 EXIT_PARTIAL, EXIT_FAILED = 1, 2
@@ -20,18 +25,65 @@ _USER_ERRORS = (ImageReadError, WeightsError, ValueError, OSError)
 
 
 def _fail(message: str) -> None:
+    if _debug() and sys.exc_info()[0] is not None:
+        traceback.print_exc()
     click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_FAILED)
+
+
+def _debug() -> bool:
+    context = click.get_current_context(silent=True)
+    return bool(context and context.find_root().params.get("debug"))
 
 
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-@click.group()
+class _OneLineErrors(click.Group):
+    """Turns an exception no command expected into one ``error:`` line (exit 2) instead of a traceback."""
+
+    def invoke(self, context: click.Context):
+        try:
+            return super().invoke(context)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            if context.params.get("debug"):
+                raise
+            _fail(f"unexpected {type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'} (run 'ivfuse --debug ...' for the traceback)")
+
+
+@click.group(cls=_OneLineErrors)
+@click.option("--debug", is_flag=True, help="Show Python tracebacks of errors and warnings (for bug reports).")
 @click.version_option(package_name="ivfuse")
-def main() -> None:
+def main(debug: bool) -> None:
     """Semantic-driven infrared-visible image fusion."""
+    if debug:
+        # Per-pair failures of a folder run are logged with their traceback at DEBUG level.
+        handler = logging.StreamHandler(sys.stderr)
+        logging.getLogger("ivfuse").addHandler(handler)
+        logging.getLogger("ivfuse").setLevel(logging.DEBUG)
+    else:
+        warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"warning: {message}\n"
+
+
+def _set_max_pixels(context: click.Context, parameter: click.Parameter, value: int | None) -> int | None:
+    # Through the environment, so ivfuse.io and the worker processes of 'eval --workers' all see it.
+    if value is not None:
+        os.environ[MAX_PIXELS_ENV] = str(value)
+    else:
+        try:
+            pixel_limit()
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint=f"${MAX_PIXELS_ENV}") from None
+    return value
+
+
+_max_pixels_option = click.option(
+    "--max-pixels", type=click.IntRange(min=1), metavar="N", expose_value=False, callback=_set_max_pixels,
+    help=f"Refuse images with more pixels (from the file header, before decoding); default {DEFAULT_MAX_PIXELS:,} or ${MAX_PIXELS_ENV}.",
+)
 
 
 @main.command()
@@ -39,7 +91,8 @@ def main() -> None:
 @click.option("--vis", "vis_path", required=True, type=click.Path(path_type=Path), help="Visible image, or folder (names match the IR's stems).")
 @click.option("-o", "--out", "out_path", required=True, type=click.Path(path_type=Path), help="Output file (single pair) or folder.")
 @click.option("--method", default="cdiim", show_default=True, help="cdiim (the network) or a classical baseline: average, max, laplacian, dwt, gff.")
-@click.option("--weights", type=click.Path(path_type=Path), help="Fusion weights (.safetensors); default: the shipped ones.")
+@click.option("--weights", type=click.Path(path_type=Path), help="Fusion weights (.safetensors, or .onnx from 'ivfuse export' with --backend onnxruntime); default: the shipped ones.")
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True, help="Run the network in PyTorch or in ONNX Runtime (CPU; pip install 'ivfuse[onnx]').")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the network (default: PyTorch's choice).")
 @click.option("--format", "extension", type=click.Choice([e.lstrip(".") for e in IMAGE_EXTENSIONS]), default="png", show_default=True, help="Output format for folders.")
@@ -48,8 +101,9 @@ def main() -> None:
 @click.option("--bit16", type=click.Choice(["full", "minmax"]), default="full", show_default=True, help="How 16-bit inputs map to [0,1]: x/65535, or per-image min-max.")
 @click.option("--tile-size", type=int, default=1024, show_default=True, help="Larger images are fused in overlapping tiles of this size.")
 @click.option("--skip-existing", is_flag=True, help="Skip pairs whose output already exists (resume an interrupted run).")
+@_max_pixels_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def fuse(ir_path, vis_path, out_path, method, weights, device, threads, extension, bits, grey, bit16, tile_size, skip_existing, quiet):
+def fuse(ir_path, vis_path, out_path, method, weights, backend, device, threads, extension, bits, grey, bit16, tile_size, skip_existing, quiet):
     """Fuse an IR/visible pair, or every pair of two folders."""
     from .fuser import Fuser, fuse_folder, fuse_pair_files
 
@@ -58,7 +112,9 @@ def fuse(ir_path, vis_path, out_path, method, weights, device, threads, extensio
         folders = _inputs_are_folders(ir_path, vis_path)
         if folders and bits == "16" and extension not in ("png", "tif", "tiff"):
             raise ValueError(f"--bits 16 needs --format png (or tif for grey output), not {extension}")
-        fuser = Fuser(weights, device=device, method=method, tile_size=tile_size)
+        if folders and out_path.exists() and not out_path.is_dir():
+            raise ValueError(f"{out_path}: exists and is not a folder; folder inputs need an output folder")
+        fuser = Fuser(weights, device=device, method=method, tile_size=tile_size, backend=backend)
         if folders:
             report = fuse_folder(
                 fuser, ir_path, vis_path, out_path, extension=f".{extension}", bits=int(bits), grey=grey,
@@ -78,32 +134,161 @@ def fuse(ir_path, vis_path, out_path, method, weights, device, threads, extensio
 @main.command()
 @click.option("--ir", "ir_path", required=True, type=click.Path(path_type=Path), help="Infrared image, or folder of them.")
 @click.option("--vis", "vis_path", required=True, type=click.Path(path_type=Path), help="Visible image, or folder (names match the IR's stems).")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder: labels/ (class-id PNGs) and overlays/.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder: labels/ (class-id PNGs), overlays/ and legend.png.")
 @click.option("--fusion-weights", type=click.Path(path_type=Path), help="Fusion weights (.safetensors); default: the shipped ones.")
 @click.option("--seg-weights", type=click.Path(path_type=Path), help="Segmentation weights (.safetensors); default: the shipped ones.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the networks (default: PyTorch's choice).")
+@click.option("--probabilities", is_flag=True, help="Also write probabilities/<class>/<stem>.png: each class's probability as 8-bit grey.")
+@click.option("--masks", is_flag=True, help="Also write masks/<class>/<stem>.png: 255 where the pixel is that class.")
+@_max_pixels_option
+@click.option("--skip-existing", is_flag=True, help="Skip pairs whose labels/<stem>.png exists (written last: the pair is complete); resumes an interrupted run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, threads, quiet):
-    """Segment fused images: MSRS class ids as PNG (labels/) and palette overlays (overlays/)."""
+def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, threads, probabilities, masks, skip_existing, quiet):
+    """Segment fused images: MSRS class ids as PNG (labels/), palette overlays (overlays/) and their legend."""
     from .fuser import process_folder
-    from .segmenter import Segmenter, segment_pair_files
+    from .io import write_image
+    from .segmenter import Segmenter, legend, segment_pair_files
 
     _set_threads(threads)
     try:
         folders = _inputs_are_folders(ir_path, vis_path)
         segmenter = Segmenter(fusion_weights, seg_weights, device=device)
+        write_image(out_dir / "legend.png", legend())
 
         def segment_one(stem: str, ir_file: Path, vis_file: Path) -> Path:
-            return segment_pair_files(segmenter, ir_file, vis_file, out_dir, stem)
+            return segment_pair_files(segmenter, ir_file, vis_file, out_dir, stem, probabilities=probabilities, masks=masks)
+
+        def existing_label(stem: str) -> Path | None:
+            label = out_dir / "labels" / f"{stem}.png"
+            return label if skip_existing and label.exists() else None
 
         if folders:
-            report = process_folder(ir_path, vis_path, segment_one, on_error=_warn, progress=_progress("segment", quiet))
+            report = process_folder(ir_path, vis_path, segment_one, skip=existing_label, on_error=_warn, progress=_progress("segment", quiet))
             _finish_folder(report, "segmented")
+            return
+        done = existing_label(ir_path.stem)
+        if done is not None:
+            click.echo(f"skipped {done} (exists)")
             return
         click.echo(f"wrote {segment_one(ir_path.stem, ir_path, vis_path)}")
     except _USER_ERRORS as error:
         _fail(str(error))
+
+
+def _parse_fps(context, parameter, value: str | None):
+    from fractions import Fraction
+
+    if value is None:
+        return None
+    try:
+        rate = Fraction(value)
+    except (ValueError, ZeroDivisionError):
+        rate = Fraction(0)
+    if rate <= 0:
+        raise click.BadParameter(f"expected a positive rate such as 25, 29.97 or 30000/1001, got {value!r}")
+    return rate
+
+
+@main.command("fuse-video")
+@click.option("--ir", "ir_path", required=True, type=click.Path(path_type=Path), help="Infrared video file, or folder of frames (natural name order).")
+@click.option("--vis", "vis_path", required=True, type=click.Path(path_type=Path), help="Visible video file, or folder of frames; paired with the IR by frame index.")
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(path_type=Path), help="Output video, H.264: .mp4, .mov or .mkv.")
+@click.option("--weights", type=click.Path(path_type=Path), help="Fusion weights (.safetensors, or .onnx with --backend onnxruntime); default: the shipped ones.")
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True, help="Run the networks in PyTorch or in ONNX Runtime (CPU; pip install 'ivfuse[onnx]').")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the network (default: PyTorch's choice).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Frame pairs fused per network call.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Fuse at most this many pairs (also accepts streams of different lengths).")
+@click.option("--fps", callback=_parse_fps, metavar="RATE", help="Output frame rate (default: the inputs', 25 for two folders); also accepts inputs of different rates.")
+@click.option("--side-by-side", is_flag=True, help="Write IR | visible | fused side by side.")
+@click.option("--overlay", is_flag=True, help="Draw the segmentation (MSRS classes) over the fused frames.")
+@click.option("--seg-weights", type=click.Path(path_type=Path), help="Segmentation weights for --overlay; default: the shipped ones.")
+@click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True, help="H.264 quality: 0 lossless, 18 visually lossless, 23 x264's default.")
+@click.option("--preset", default="veryfast", show_default=True, help="x264 speed: ultrafast ... veryfast ... medium ... veryslow (slower: smaller file).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def fuse_video(ir_path, vis_path, out_path, weights, backend, device, threads, batch_size, max_frames, fps, side_by_side, overlay, seg_weights, crf, preset, quiet):
+    """Fuse an IR and a visible video (or frame folders), frame by frame, into an H.264 video."""
+    _set_threads(threads)
+    try:
+        from . import video
+        from .fuser import Fuser
+        from .segmenter import Segmenter
+
+        video.require_av()
+        model = Segmenter(weights, seg_weights, device=device, backend=backend) if overlay else Fuser(weights, device=device, backend=backend)
+        progress = None if quiet else _frame_progress
+        report = video.fuse_video(model, ir_path, vis_path, out_path, batch_size=batch_size, max_frames=max_frames, fps=fps,
+                                  panels=side_by_side, crf=crf, preset=preset, on_warning=_warn, progress=progress)
+    except _USER_ERRORS as error:
+        _fail(str(error))
+    click.echo(report.summary())
+
+
+def _frame_progress(frames, total: int | None):
+    from tqdm import tqdm
+
+    return tqdm(frames, total=total, desc="fuse-video", unit="frame", file=sys.stderr)
+
+
+#: Packages of the ``serve`` extra; a missing one is reported with the install command.
+_SERVE_PACKAGES = {"fastapi", "starlette", "uvicorn", "python_multipart", "multipart"}
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; 0.0.0.0 exposes the demo to every network this machine is on (docs/web.md).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free one, printed at start).")
+@click.option("--fusion-weights", type=click.Path(path_type=Path), help="Fusion weights (.safetensors); default: the shipped ones.")
+@click.option("--seg-weights", type=click.Path(path_type=Path), help="Segmentation weights (.safetensors); default: the shipped ones.")
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True, help="Run the networks in PyTorch or in ONNX Runtime (CPU; pip install 'ivfuse[onnx]').")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads per network run (default: PyTorch's choice).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Requests running the networks at the same time.")
+@click.option("--queue", type=click.IntRange(min=0), default=16, show_default=True, help="Requests that may wait for a worker; more get 503 at once.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=25, show_default=True, help="Largest file per field, MB (MiB).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=40_000_000, show_default=True, help="Largest image, width x height, in pixels.")
+@click.option("--upload-timeout", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True, help="Seconds a client may take to send its request.")
+def serve(host, port, fusion_weights, seg_weights, backend, device, threads, workers, queue, max_upload_mb, max_pixels, upload_timeout):
+    """Web demo page and HTTP API (POST /api/fuse, /api/segment; GET /api/health): docs/web.md."""
+    try:
+        from . import server
+    except ImportError as error:
+        if error.name not in _SERVE_PACKAGES:
+            raise
+        _fail(f'ivfuse serve needs the web server packages ({error.name} is not installed): pip install "ivfuse[serve]"')
+    _set_threads(threads)
+    if host in ("0.0.0.0", "::", ""):
+        _warn(f"listening on every network interface ({host or 'all'}): anyone who can reach this machine can use the demo and the API, without a password")
+    try:
+        settings = server.ServerSettings(
+            fusion_weights=fusion_weights, segmentation_weights=seg_weights, backend=backend, device=device, workers=workers, queue=queue,
+            max_upload_bytes=int(max_upload_mb * server.MIB), max_pixels=max_pixels, upload_timeout=upload_timeout,
+        )
+        server.serve(settings, host, port, announce=click.echo)
+    except _USER_ERRORS as error:
+        _fail(str(error))
+
+
+@main.command()
+@click.option("-o", "--out", "out_path", required=True, type=click.Path(path_type=Path), help="ONNX file to write (*.onnx).")
+@click.option("--seg", is_flag=True, help="Export the segmentation network instead of the fusion network.")
+@click.option("--weights", type=click.Path(path_type=Path), help="Weights (.safetensors) of the exported network; default: the shipped ones.")
+@click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantisation (quality cost: docs/onnx.md).")
+def export(out_path, seg, weights, quantize):
+    """Export the fusion (or --seg segmentation) network to ONNX: dynamic batch, height and width."""
+    try:
+        from .onnx_backend import ONNX_OPSET, export_onnx
+        from .serialization import load_network, shipped_weights
+
+        if out_path.suffix.lower() != ".onnx":
+            raise ValueError(f"{out_path}: name the ONNX file *.onnx (the onnxruntime backend tells models from weights by it)")
+        name = "SegmentationNet" if seg else "FusionNet"
+        network = load_network(weights or shipped_weights("segmentation" if seg else "fusion"), expected=name)
+        model = export_onnx(network, out_path, quantize=quantize)
+    except _USER_ERRORS as error:
+        _fail(str(error))
+    sizes = f", height and width multiples of {network.size_multiple}" if hasattr(network, "size_multiple") else ", height and width >= 32"
+    click.echo(f"wrote {out_path} ({name}{', int8' if quantize else ''}, opset {ONNX_OPSET}, dynamic batch{sizes}, {len(model) / 1e6:.1f} MB)")
 
 
 def _set_threads(threads: int | None) -> None:
@@ -116,7 +301,8 @@ def _set_threads(threads: int | None) -> None:
 def _inputs_are_folders(ir_path: Path, vis_path: Path) -> bool:
     """True for two folders, False for two files; anything else is an error naming the path."""
     for path in (ir_path, vis_path):
-        if not path.exists():
+        # A broken link or a link loop is left to read_image, which names the problem.
+        if not path.exists() and not path.is_symlink():
             raise ImageReadError(f"{path}: no such file or folder")
     if ir_path.is_dir() != vis_path.is_dir():
         raise ImageReadError(f"{ir_path if vis_path.is_dir() else vis_path}: not a folder (--ir and --vis must both be files or both folders)")
@@ -245,6 +431,7 @@ def _parse_inset(value: str | None) -> tuple[float, float, float, float] | None:
 @click.option("--grid-zoom", default=None, metavar="X,Y,W,H", help="Zoomed inset box in the figure grid, as fractions of the image.")
 @click.option("--images", "subset", default=None, metavar="FILE|every:N",
               help="Evaluate a subset: the names listed in FILE (one stem or file name per line), or every N-th pair sorted by name, from the first.")
+@_max_pixels_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_(ir_dir, vis_dir, fused, report_dir, convention, metrics, workers, grid_images, grid_zoom, subset, quiet):
     """Compare methods given as folders of fused images: write a report, print the summary."""

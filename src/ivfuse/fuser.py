@@ -9,36 +9,46 @@ stretched.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .color import infrared_to_grey, merge_luma, split_luma, to_tensor
+from .color import has_equal_channels, infrared_to_grey, merge_luma, rgb_to_luma, split_luma, to_tensor
 from .io import ImageReadError, WriteError, find_pairs, read_pair, write_image
+from .onnx_backend import load_backend_network
 from .runtime import resolve_device
-from .serialization import load_network, shipped_weights
+from .serialization import shipped_weights
 
 NETWORK_METHOD = "cdiim"
+_log = logging.getLogger(__name__)
 
 
 class Fuser:
     """Fuse infrared and visible images with the CDIIM network or a classical baseline.
 
     Args:
-        weights: ``.safetensors`` file of a trained fusion network; ``None`` uses the shipped one.
+        weights: ``.safetensors`` file of a trained fusion network, or (onnxruntime backend) an
+            ``.onnx`` file from ``ivfuse export``; ``None`` uses the shipped weights.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ...).
         method: ``"cdiim"`` (the network) or a name from :data:`ivfuse.baselines.BASELINES`.
         tile_size: images with a side longer than this are fused in overlapping tiles of this
             size, so memory stays bounded (about 1 GB for 4K at the default); a multiple of 8.
         tile_overlap: overlap between tiles, blended with linear ramps.
         channels_last: run the network in channels-last memory format; ``None`` (default) uses it
-            on the CPU, where ``benchmarks/fusion_speed.py`` measures it faster (README, Speed).
+            on the CPU with the torch backend, where ``benchmarks/fusion_speed.py`` measures it faster.
+        backend: ``"torch"`` or ``"onnxruntime"`` (CPU; needs ``pip install 'ivfuse[onnx]'``):
+            the network runs in ONNX Runtime, exported in memory from ``.safetensors`` weights;
+            padding, tiling and colour are the same for both (docs/onnx.md).
+        quantize: ``"int8"`` with the onnxruntime backend: dynamic int8 quantisation of the
+            in-memory export (quality cost in docs/onnx.md); ``None`` keeps float32.
 
     Example:
         >>> fuser = Fuser()
@@ -57,18 +67,23 @@ class Fuser:
         tile_size: int = 1024,
         tile_overlap: int = 64,
         channels_last: bool | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
     ):
         if tile_size % 8 or tile_size < 64 or not 0 <= tile_overlap < tile_size // 2:
             raise ValueError("tile_size must be a multiple of 8 (>= 64) and tile_overlap in [0, tile_size / 2)")
         self.device = resolve_device(device)
         self.method = method
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
+        self.backend = backend
         if channels_last is None:
-            channels_last = self.device.type == "cpu"
+            channels_last = self.device.type == "cpu" and backend == "torch"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if method == NETWORK_METHOD:
             self.weights = Path(weights) if weights is not None else shipped_weights("fusion")
-            self.network = load_network(self.weights, expected="FusionNet").to(self.device, memory_format=self.memory_format)
+            self.network = load_backend_network(self.weights, "FusionNet", backend=backend, device=self.device, quantize=quantize)
+            if isinstance(self.network, torch.nn.Module):
+                self.network = self.network.to(memory_format=self.memory_format)
             self.baseline = None
         else:
             from .baselines import BASELINES
@@ -77,6 +92,8 @@ class Fuser:
                 raise ValueError(f"unknown method {method!r}; choose {NETWORK_METHOD} or one of {', '.join(BASELINES)}")
             if weights is not None:
                 raise ValueError(f"{weights}: weights are for the {NETWORK_METHOD} network; the {method} baseline takes none")
+            if backend != "torch" or quantize:
+                raise ValueError(f"backend and quantize are for the {NETWORK_METHOD} network; the {method} baseline runs in NumPy")
             self.weights, self.network, self.baseline = None, None, BASELINES[method]
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, *, grey: bool = False) -> np.ndarray:
@@ -95,27 +112,93 @@ class Fuser:
             ValueError: the two images differ in size (they are never resized), or an array is
                 not floating point (integer images would be read as far too bright).
         """
-        for name, image in (("ir", ir), ("vis", vis)):
-            if not np.issubdtype(np.asarray(image).dtype, np.floating):
-                raise ValueError(f"{name} must be a float array in [0, 1], got {np.asarray(image).dtype}; use ivfuse.io.read_image or divide by 255")
-        if ir.shape[:2] != vis.shape[:2]:
-            raise ValueError(f"IR is {ir.shape[1]}x{ir.shape[0]} but visible is {vis.shape[1]}x{vis.shape[0]}; pairs must be registered and of equal size")
+        return self.fuse_batch([ir], [vis], grey=grey)[0]
+
+    def fuse_batch(self, irs: Sequence[np.ndarray], viss: Sequence[np.ndarray], *, grey: bool = False) -> list[np.ndarray]:
+        """Fuse several pairs of the same size with one batched network run (e.g. video frames).
+
+        Each output is exactly what :meth:`fuse` gives for its pair. Pairs larger than
+        ``tile_size`` are fused one image at a time in tiles, so memory stays bounded.
+
+        Args:
+            irs: ``N`` IR images, each ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` float in
+                ``[0, 1]`` (a list, or an array ``(N, H, W[, C])``).
+            viss: ``N`` visible images, each ``(H, W)`` grey or ``(H, W, 3)`` RGB float in
+                ``[0, 1]``; all ``2N`` images of one size.
+            grey: return only the fused luminances.
+
+        Returns:
+            ``N`` float32 arrays in ``[0, 1]``, each ``(H, W, 3)`` or ``(H, W)`` as in :meth:`fuse`.
+
+        Raises:
+            ValueError: different numbers of IR and visible images, images of different sizes,
+                or arrays that are not floating point.
+
+        Example:
+            >>> frames = [np.random.rand(480, 640).astype(np.float32) for _ in range(4)]
+            >>> colour = [np.random.rand(480, 640, 3).astype(np.float32) for _ in range(4)]
+            >>> [fused.shape for fused in Fuser().fuse_batch(frames, colour)][:2]
+            [(480, 640, 3), (480, 640, 3)]
+        """
+        if len(irs) != len(viss):
+            raise ValueError(f"{len(irs)} IR images but {len(viss)} visible images; give one visible image per IR image")
+        for ir, vis in zip(irs, viss):
+            for name, image in (("ir", ir), ("vis", vis)):
+                if not np.issubdtype(np.asarray(image).dtype, np.floating):
+                    raise ValueError(f"{name} must be a float array in [0, 1], got {np.asarray(image).dtype}; use ivfuse.io.read_image or divide by 255")
+                if np.ndim(image) not in (2, 3) or np.ndim(image) == 3 and np.shape(image)[2] not in (1, 3):
+                    raise ValueError(f"{name} has shape {np.shape(image)}; expected (H, W), (H, W, 1) or (H, W, 3): drop an alpha channel first")
+            if ir.shape[:2] != vis.shape[:2]:
+                raise ValueError(f"IR is {ir.shape[1]}x{ir.shape[0]} but visible is {vis.shape[1]}x{vis.shape[0]}; pairs must be registered and of equal size")
+            if ir.shape[:2] != irs[0].shape[:2]:
+                raise ValueError(f"a batch holds pairs of one size: {ir.shape[1]}x{ir.shape[0]} after {irs[0].shape[1]}x{irs[0].shape[0]}")
+        if self._is_tiled(irs[0].shape):
+            return [self._fuse_large(ir, vis, grey) for ir, vis in zip(irs, viss)]
         with torch.inference_mode():
-            ir_grey = infrared_to_grey(to_tensor(ir).to(self.device))
-            vis_y, cbcr = split_luma(to_tensor(vis).to(self.device))
-            fused = merge_luma(self.fuse_luma(ir_grey, vis_y), None if grey else cbcr)
-        fused = fused[0].permute(1, 2, 0).cpu().numpy()
-        return fused[..., 0] if fused.shape[2] == 1 else fused
+            ir_grey = torch.cat([infrared_to_grey(to_tensor(ir).to(self.device)) for ir in irs])
+            lumas, chromas = zip(*(split_luma(to_tensor(vis).to(self.device)) for vis in viss))
+            fused_y = self.fuse_luma(ir_grey, torch.cat(lumas))
+            fused = [merge_luma(fused_y[index : index + 1], None if grey else cbcr) for index, cbcr in enumerate(chromas)]
+        arrays = [image[0].permute(1, 2, 0).cpu().numpy() for image in fused]
+        return [array[..., 0] if array.shape[2] == 1 else array for array in arrays]
 
     def fuse_luma(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
-        """Fused luminance ``(1, 1, H, W)`` from IR and visible Y, both ``(1, 1, H, W)`` in ``[0, 1]``."""
+        """Fused luminance ``(B, 1, H, W)`` from IR and visible Y, both ``(B, 1, H, W)`` in ``[0, 1]``."""
         if self.baseline is not None:
-            fused = self.baseline(ir[0, 0].cpu().numpy(), vis_y[0, 0].cpu().numpy())
-            return torch.from_numpy(np.asarray(fused, dtype=np.float32))[None, None].to(ir.device)
+            fused = [self.baseline(ir[index, 0].cpu().numpy(), vis_y[index, 0].cpu().numpy()) for index in range(len(ir))]
+            return torch.from_numpy(np.asarray(fused, dtype=np.float32))[:, None].to(ir.device)
         height, width = ir.shape[-2:]
-        if max(height, width) <= self.tile_size:
+        if not self._is_tiled((height, width)):
             return self._run_network(ir, vis_y)
-        return self._run_tiled(ir, vis_y)
+        # One image at a time: memory stays that of one tile, whatever the batch size.
+        fused = [self._run_tiled(ir[index : index + 1], vis_y[index : index + 1], ir.new_empty(height, width)) for index in range(len(ir))]
+        return torch.stack(fused)[:, None]
+
+    def _is_tiled(self, shape: tuple[int, ...]) -> bool:
+        return self.baseline is None and max(shape[:2]) > self.tile_size
+
+    def _fuse_large(self, ir: np.ndarray, vis: np.ndarray, grey: bool, out: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`fuse` for a pair larger than a tile, in bounded memory: grey and luma are taken
+        per tile and colour is put back per band of rows, so no full-size converted copy exists;
+        memory is the inputs, the output, one fused luminance and one tile
+        (``benchmarks/peak_memory.py``). ``out`` may be ``vis`` itself, saving the output's copy."""
+        height, width = ir.shape[:2]
+        with torch.inference_mode():
+            ir_t, vis_t = to_tensor(ir).to(self.device), to_tensor(vis).to(self.device)
+            colour = not grey and vis_t.shape[1] == 3 and not has_equal_channels(vis_t)
+            fused_y = self._run_tiled(ir_t, vis_t, torch.empty(height, width, device=self.device))
+            del ir_t
+            shape = (height, width, 3) if colour else (height, width)
+            if out is None or out.shape != shape or out.dtype != np.float32:
+                out = np.empty(shape, np.float32)
+            rows = max(1, (1 << 20) // width)
+            for top in range(0, height, rows):
+                band = slice(top, top + rows)
+                # Chroma of this band is taken before the band of ``out`` (possibly ``vis``) is written.
+                cbcr = kornia.color.rgb_to_ycbcr(vis_t[..., band, :])[:, 1:] if colour else None
+                merged = merge_luma(fused_y[None, None, band], cbcr)[0].permute(1, 2, 0)
+                out[band] = (merged if colour else merged[..., 0]).cpu().numpy()
+        return out
 
     def _run_network(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         height, width = ir.shape[-2:]
@@ -128,21 +211,27 @@ class Fuser:
         ir, vis_y = ir.contiguous(memory_format=self.memory_format), vis_y.contiguous(memory_format=self.memory_format)
         return self.network(ir, vis_y)[..., :height, :width]
 
-    def _run_tiled(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+    def _run_tiled(self, ir: torch.Tensor, vis: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """Fused luminance ``(H, W)`` of one pair ``(1, C, H, W)`` (IR: 1 or 3 channels, visible: grey,
+        RGB or already luma), in overlapping tiles accumulated into ``total`` ``(H, W)``."""
         height, width = ir.shape[-2:]
-        total = torch.zeros(1, 1, height, width, device=ir.device)
-        weight_sum = torch.zeros_like(total)
+        total.zero_()
+        rows_weight, cols_weight = ir.new_zeros(height), ir.new_zeros(width)
         for top in _tile_starts(height, self.tile_size, self.tile_overlap):
             for left in _tile_starts(width, self.tile_size, self.tile_overlap):
                 window = (..., slice(top, top + self.tile_size), slice(left, left + self.tile_size))
-                fused = self._run_network(ir[window], vis_y[window])
-                tile_height, tile_width = fused.shape[-2:]
+                fused = self._run_network(infrared_to_grey(ir[window]), rgb_to_luma(vis[window]))[0, 0]
+                tile_height, tile_width = fused.shape
                 ramp_y = _ramp(tile_height, self.tile_overlap, top > 0, top + tile_height < height, ir.device)
                 ramp_x = _ramp(tile_width, self.tile_overlap, left > 0, left + tile_width < width, ir.device)
-                blend = ramp_y[:, None] * ramp_x[None, :]
-                total[window] += fused * blend
-                weight_sum[window] += blend
-        return total / weight_sum
+                total[window[1:]] += fused * ramp_y[:, None] * ramp_x[None, :]
+                if left == 0:
+                    rows_weight[top : top + tile_height] += ramp_y
+                if top == 0:
+                    cols_weight[left : left + tile_width] += ramp_x
+        # The tiles form a grid of row starts x column starts, so their blend weights sum to a
+        # product of a row and a column sum: dividing by both needs no full-size weight image.
+        return total.div_(rows_weight[:, None]).div_(cols_weight[None, :])
 
 
 def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -198,8 +287,14 @@ def fuse_pair_files(
         ImageReadError: an input is unreadable or the pair's sizes differ (message names the files).
         WriteError: the output cannot be written.
     """
+    out_path = Path(out_path)
+    for source in (ir_path, vis_path):
+        if out_path.exists() and out_path.samefile(source):
+            raise WriteError(f"{out_path}: is an input of this pair; refusing to overwrite it")
     ir, vis = read_pair(ir_path, vis_path, bit16=bit16)
-    return write_image(out_path, fuser.fuse(ir, vis, grey=grey), bits=bits)
+    # The visible array is ours alone here, so a large image is fused into it: one image copy less.
+    fused = fuser._fuse_large(ir, vis, grey, out=vis) if fuser._is_tiled(ir.shape) else fuser.fuse(ir, vis, grey=grey)
+    return write_image(out_path, fused, bits=bits)
 
 
 def process_folder(
@@ -238,9 +333,15 @@ def process_folder(
         try:
             report.written.append(process(stem, ir_path, vis_path))
         except (ImageReadError, WriteError) as error:
-            report.failed.append(str(error))
-            if on_error:
-                on_error(str(error))
+            message = str(error)
+        except Exception as error:  # noqa: BLE001 - one pair that trips a bug must not stop the others
+            message = f"{ir_path} + {vis_path}: unexpected {type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'}"
+            _log.debug("traceback of the failed pair %s", stem, exc_info=True)
+        else:
+            continue
+        report.failed.append(message)
+        if on_error:
+            on_error(message)
     report.seconds = time.perf_counter() - began
     return report
 

@@ -312,11 +312,12 @@ def write_report(
         "bars": folder / "bars",
     }
     write_per_image_csv(result, written["per_image"])
-    with atomic_write(written["summary_md"]) as stream:
-        stream.write(summary_markdown(result).encode("utf-8"))
     write_summary_csv(result, written["summary_csv"])
     write_bar_charts(result, written["bars"])
     grid = write_figure_grid(result, folder / "figure_grid.png", grid_choice, inset)
     if grid is not None:
         written["figure_grid"] = grid
+    # Last, so that a report folder with a summary.md is a complete one, also after a killed run.
+    with atomic_write(written["summary_md"]) as stream:
+        stream.write(summary_markdown(result).encode("utf-8"))
     return written

@@ -54,6 +54,7 @@ from .losses import SemanticLossConfig
 from .metrics.segmentation import confusion_matrix, segmentation_scores
 from .models import SegmentationConfig, SegmentationNet
 from .runtime import prepare_training_threads, resolve_device
+from .serialization import save_network
 from .train import OptimConfig, learning_rate, make_optimizer, mixed_precision, optimizer_step, read_config, segmentation_loss
 
 #: Scores reported per input kind besides the per-class IoUs: key of ``segmentation_scores`` -> table heading.
@@ -314,7 +315,7 @@ def run_bench(
     """Train and test one network per input kind and seed.
 
     With ``results_dir``, every finished run is saved there (one JSON file named by its
-    :func:`run_fingerprint`), and a run whose file is already there is not trained again. So a
+    :func:`run_fingerprint`, and the trained weights beside it as ``.safetensors``), and a run whose file is already there is not trained again. So a
     benchmark that was stopped goes on where it stopped, and input kinds can be run by separate
     processes into one folder, then summarised by one call with every kind (nothing retrains).
 
@@ -361,6 +362,9 @@ def run_bench(
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 record = {"kind": kind, "seed": seed, "train_frames": frames[0], "test_frames": frames[1],
                           "seconds": results[-1].seconds, "confusion": confusion.tolist()}
+                # Weights first: a JSON file marks the run finished, so its weights are there too.
+                save_network(network, saved.with_suffix(".safetensors"), kind=kind, seed=str(seed),
+                             run_config=json.dumps(dataclasses.asdict(config)))
                 with atomic_write(saved) as stream:
                     stream.write(json.dumps(record).encode())
     return results

@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 from .classes import CLASS_NAMES, PALETTE
 from .fuser import Fuser
 from .io import WriteError, read_pair, write_image
-from .serialization import load_network, shipped_weights
+from .onnx_backend import load_backend_network
+from .serialization import shipped_weights
 
 
 class Segmenter:
@@ -30,6 +31,8 @@ class Segmenter:
         fusion_weights: fusion ``.safetensors``; ``None`` uses the shipped one.
         segmentation_weights: segmentation ``.safetensors``; ``None`` uses the shipped one.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ...).
+        backend: ``"torch"`` or ``"onnxruntime"`` for both networks (as for :class:`Fuser`); with
+            onnxruntime either weights file may also be an ``.onnx`` file from ``ivfuse export``.
 
     Raises:
         WeightsError: a weights file is missing, corrupt or of another network (one line naming it).
@@ -47,12 +50,12 @@ class Segmenter:
         segmentation_weights: str | os.PathLike | None = None,
         *,
         device: str = "cpu",
+        backend: str = "torch",
     ):
         path = Path(segmentation_weights) if segmentation_weights is not None else shipped_weights("segmentation")
-        self.network = load_network(path, expected="SegmentationNet")
         # The shipped segmentation network was trained on the shipped fusion network's images.
-        self.fuser = Fuser(fusion_weights if fusion_weights is not None else shipped_weights("fusion"), device=device)
-        self.network.to(self.fuser.device)
+        self.fuser = Fuser(fusion_weights if fusion_weights is not None else shipped_weights("fusion"), device=device, backend=backend)
+        self.network = load_backend_network(path, "SegmentationNet", backend=backend, device=self.fuser.device)
 
     def segment(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class ids of the fused image of one pair.

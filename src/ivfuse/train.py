@@ -72,7 +72,7 @@ from .losses import (
 from .metrics.segmentation import confusion_matrix, segmentation_scores
 from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet, blend_sources
 from .runtime import prepare_training_threads, resolve_device
-from .serialization import load_network, save_network
+from .serialization import WeightsError, load_checkpoint, load_network, save_network
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -220,8 +220,8 @@ def read_config(path: str | os.PathLike, config_type: type[T], overrides: Sequen
     """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ValueError(f"{path}: cannot read config ({error})") from None
     for override in overrides:
         name, sep, text = override.partition("=")
@@ -245,7 +245,8 @@ def read_config(path: str | os.PathLike, config_type: type[T], overrides: Sequen
         if unknown:
             raise ValueError(f"{path}: unknown key(s) in [{section.name}]: {', '.join(sorted(unknown))}")
         defaults = section_type()
-        values = {key: _typed(f"{path}: [{section.name}] {key}", value, getattr(defaults, key)) for key, value in values.items()}
+        values = {key: _typed(f"{path}: [{section.name}] {key}", value, getattr(defaults, key), key in _SIZE_KEYS)
+                  for key, value in values.items()}
         try:
             sections[section.name] = section_type(**values)
         except ValueError as error:
@@ -255,21 +256,32 @@ def read_config(path: str | os.PathLike, config_type: type[T], overrides: Sequen
     return config_type(**sections)
 
 
-def _typed(where: str, value, default):
+#: Keys (in any section) that size or count something that must exist: 0 is refused too.
+_SIZE_KEYS = {"widths", "kv_strides", "heads", "classes", "detail_widths", "context_widths", "head_width",
+              "crop_size", "rounds", "batch_size", "threads"}
+
+
+def _typed(where: str, value, default, size: bool = False):
     """``value`` read from TOML, checked against the type of its field's default.
 
     A single value for a list field becomes a one-element tuple (``train = "MSRS/train"``), an
     integer for a float field a float; anything else of the wrong type is an error naming it.
+    No number of any config means anything when negative, NaN or infinite (TOML allows all
+    three), so those are refused here, once for every key; ``size`` keys must also be > 0.
     """
     if isinstance(default, tuple):
         items = value if isinstance(value, list) else [value]
-        return tuple(_typed(where, item, default[0]) for item in items) if default else tuple(items)
+        return tuple(_typed(where, item, default[0], size) for item in items) if default else tuple(items)
     expected = type(default)
     if expected is float and type(value) is int:
-        return float(value)
+        value = float(value)
     if type(value) is not expected:
         kinds = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
         raise ValueError(f"{where} must be {kinds[expected]}, not {value!r}")
+    if expected in (int, float) and not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, not {value!r}")
+    if expected in (int, float) and not (value > 0 if size else value >= 0):
+        raise ValueError(f"{where} must be {'> 0' if size else '>= 0'}, not {value!r}")
     return value
 
 
@@ -392,7 +404,7 @@ def train(
     if checkpoint_path.exists():
         if not resume:
             raise ValueError(f"{out_dir}: holds the checkpoint of an earlier run; pass --resume to continue it, or choose another --out")
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        state = load_checkpoint(checkpoint_path, _CHECKPOINT_KEYS, map_location=device)
         _check_same_run(checkpoint_path, state.get("run_config"), run_record)
     if run.batch_size % world:
         raise ValueError(f"[run] batch_size ({run.batch_size}) must be divisible by the number of processes ({world})")
@@ -433,11 +445,15 @@ def train(
     optim_configs = {"fusion": config.fusion_optim, "segmentation": config.segmentation_optim}
     start = 0
     if state is not None:
-        fusion.load_state_dict(state["fusion"])
-        segmentation.load_state_dict(state["segmentation"])
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(state[f"{name}_optimizer"])
-        start = state["step"]
+        try:
+            fusion.load_state_dict(state["fusion"])
+            segmentation.load_state_dict(state["segmentation"])
+            for name, optimizer in optimizers.items():
+                optimizer.load_state_dict(state[f"{name}_optimizer"])
+            start = int(state["step"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            reason = str(error).strip().split("\n")[0]
+            raise WeightsError(f"{checkpoint_path}: its tensors do not fit the networks of this config ({reason})") from None
     # The network being trained runs through its DDP wrapper (gradients are averaged across
     # processes); the frozen one is called directly, so DDP never waits for its gradients.
     trained = {"fusion": fusion, "segmentation": segmentation}
@@ -648,6 +664,10 @@ def _check_same_run(path: Path, recorded: str | None, current: str) -> None:
     if not changed:
         return
     raise ValueError(f"{path}: written by a run with another config ({', '.join(changed)} differ); resume with the same config, or choose another --out")
+
+
+#: What :func:`_save_checkpoint` writes besides ``run_config`` (which older checkpoints lack).
+_CHECKPOINT_KEYS = ("fusion", "segmentation", "fusion_optimizer", "segmentation_optimizer", "step")
 
 
 def _save_checkpoint(path: Path, fusion, segmentation, optimizers: dict, step: int, logs, run_record: str) -> None:

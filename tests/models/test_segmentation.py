@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -42,3 +44,50 @@ def test_weights_round_trip_through_safetensors(tmp_path):
     assert loaded.config == SMALL
     image = torch.rand(1, 3, 48, 64)
     assert torch.equal(network.eval()(image), loaded(image))
+
+
+def test_default_options_are_the_shipped_network():
+    # New architecture options default to off: the shipped weights load key for key.
+    shipped = load_network("src/ivfuse/weights/segmentation.safetensors", expected="SegmentationNet")
+    assert shipped.config == SegmentationConfig(**{k: v for k, v in shipped.config.to_dict().items() if k in ("detail_widths", "context_widths", "head_width", "classes", "aux_head")})
+    assert SegmentationNet(shipped.config).state_dict().keys() == shipped.state_dict().keys()
+
+
+CONTEXT = SegmentationConfig(detail_widths=(8, 8, 16), context_widths=(8, 8, 16, 16), head_width=16,
+                             context_blocks=3, pyramid_bins=(2, 4), input_scale=0.5)
+
+
+@pytest.mark.parametrize("height, width", [(97, 131), (64, 64)])
+def test_context_options_keep_the_output_size(height, width):
+    logits, aux_logits = SegmentationNet(CONTEXT)(torch.rand(2, 3, height, width), aux=True)
+    assert logits.shape == aux_logits.shape == (2, 9, height, width)
+
+
+def test_context_blocks_add_alternately_dilated_blocks_at_1_16_and_1_32():
+    network = SegmentationNet(CONTEXT)
+    for stage in (network.context.down16, network.context.down32):
+        assert [block.depthwise[0].dilation for block in stage] == [(1, 1), (1, 1), (2, 2), (1, 1)]
+    assert len(network.context.down8) == 2
+
+
+def test_input_scale_segments_a_resized_copy():
+    network = SegmentationNet(CONTEXT)
+    seen = []
+    network.detail.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape))
+    network.context.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape))
+    assert network(torch.rand(1, 3, 64, 96)).shape == (1, 9, 64, 96)
+    assert seen == [(1, 3, 32, 48)] * 2
+
+
+def test_options_round_trip_through_safetensors(tmp_path):
+    network = SegmentationNet(CONTEXT)
+    loaded = load_network(save_network(network, tmp_path / "seg.safetensors"), expected="SegmentationNet")
+    assert loaded.config == CONTEXT
+    image = torch.rand(1, 3, 64, 64)
+    assert torch.equal(network.eval()(image), loaded(image))
+
+
+@pytest.mark.parametrize("options", [{"context_blocks": 0}, {"input_scale": 0.0}, {"input_scale": 1.5}])
+def test_bad_options_are_refused(options):
+    with pytest.raises(ValueError, match=next(iter(options))):
+        SegmentationConfig(**options)

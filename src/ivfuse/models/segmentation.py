@@ -17,6 +17,13 @@
   attention). An optional auxiliary head on the 1/16 context features gives the context path a
   direct training signal; it costs nothing at inference, where it is not run.
 
+Options for more capacity where the context is (all off by default, which is the shipped
+network of ``configs/semantic.toml``): ``context_blocks`` residual blocks per context stage at
+1/16 and 1/32 (alternately dilated, so the receptive field grows faster than the depth),
+``pyramid_bins`` (PSPNet-like pooling of the 1/32 map over coarse grids, added to the global
+average), and ``input_scale`` (the network segments a resized copy of its input, e.g. 0.5: a
+640x480 frame at 320x240, about 4x less work; the logits come back at the input's size).
+
 Normalisation is GroupNorm, not BatchNorm: training batches are small (8 crops, fewer per process
 under DistributedDataParallel), the result does not depend on how a batch is split across
 processes, and there are no running statistics, so train and eval mode compute the same function
@@ -24,7 +31,8 @@ processes, and there are no running statistics, so train and eval mode compute t
 
 Input is any RGB image ``(B, 3, H, W)`` in ``[0, 1]``: the fused colour image, or for comparisons
 the IR image (grey in three channels) or the visible image. Any ``H, W >= 32`` works: upsampling
-goes to the exact size of the finer map. Only ``torch`` is imported here.
+goes to the exact size of the finer map (``H, W >= 32 / input_scale`` with ``input_scale``).
+Only ``torch`` is imported here.
 """
 
 from __future__ import annotations
@@ -45,6 +53,15 @@ class SegmentationConfig:
     context_widths: tuple[int, int, int, int] = (16, 32, 64, 96)
     head_width: int = 64
     aux_head: bool = True
+    context_blocks: int = 1
+    pyramid_bins: tuple[int, ...] = ()
+    input_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.context_blocks < 1:
+            raise ValueError(f"[segmentation] context_blocks must be >= 1, not {self.context_blocks}")
+        if not 0 < self.input_scale <= 1:
+            raise ValueError(f"[segmentation] input_scale must be in (0, 1], not {self.input_scale}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +69,7 @@ class SegmentationConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "SegmentationConfig":
         values = dict(values)
-        for key in ("detail_widths", "context_widths"):
+        for key in ("detail_widths", "context_widths", "pyramid_bins"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -69,23 +86,23 @@ class ConvNormAct(nn.Sequential):
     Shape: ``(B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride))``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1, dilation: int = 1):
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, dilation * (kernel_size // 2), dilation, groups, bias=False),
             _group_norm(out_channels),
             nn.ReLU(inplace=True),
         )
 
 
 class SeparableBlock(nn.Module):
-    """Depthwise 3x3 then pointwise 1x1 convolution; residual when shape is kept.
+    """Depthwise 3x3 (optionally dilated) then pointwise 1x1 convolution; residual when shape is kept.
 
     Shape: ``(B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride))``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1):
         super().__init__()
-        self.depthwise = ConvNormAct(in_channels, in_channels, 3, stride, groups=in_channels)
+        self.depthwise = ConvNormAct(in_channels, in_channels, 3, stride, groups=in_channels, dilation=dilation)
         self.pointwise = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), _group_norm(out_channels))
         self.residual = stride == 1 and in_channels == out_channels
 
@@ -108,21 +125,54 @@ class ChannelAttention(nn.Module):
         return x * torch.sigmoid(self.gate(x.mean(dim=(2, 3), keepdim=True)))
 
 
+class PyramidPooling(nn.Module):
+    """Add the map's averages over coarse grids (PSPNet), each through a 1x1 convolution.
+
+    A pixel learns what is in its region of the scene (the road ahead, the kerb side), not only
+    the global average. Shape: ``(B, C, H, W) -> (B, C, H, W)``.
+
+    Example:
+        >>> PyramidPooling(16, (2, 4))(torch.rand(1, 16, 6, 8)).shape
+        torch.Size([1, 16, 6, 8])
+    """
+
+    def __init__(self, channels: int, bins: tuple[int, ...]):
+        super().__init__()
+        self.bins = bins
+        self.stages = nn.ModuleList(ConvNormAct(channels, channels, kernel_size=1) for _ in bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = (stage(F.adaptive_avg_pool2d(x, bins)) for bins, stage in zip(self.bins, self.stages))
+        return x + sum(F.interpolate(p, size=x.shape[-2:], mode="bilinear", align_corners=False) for p in pooled)
+
+
+def _stage(in_channels: int, out_channels: int, blocks: int) -> nn.Sequential:
+    """Downsample by 2, then ``blocks`` residual blocks, every second one dilated by 2."""
+    return nn.Sequential(
+        SeparableBlock(in_channels, out_channels, stride=2),
+        *(SeparableBlock(out_channels, out_channels, dilation=1 + k % 2) for k in range(blocks)),
+    )
+
+
 class ContextPath(nn.Module):
     """Fast downsampling to 1/32 with the global context added back; returns 1/8 and 1/16 maps.
+
+    ``blocks``: residual blocks at 1/16 and at 1/32 (1 at 1/8). ``pyramid_bins``: grids of
+    :class:`PyramidPooling` on the 1/32 map, on top of the global average (none: off).
 
     Shape: ``(B, 3, H, W)`` -> ``(B, widths[1], H/8, W/8)`` (context for the fusion) and
     ``(B, widths[2], H/16, W/16)`` (for the auxiliary head).
     """
 
-    def __init__(self, widths: tuple[int, int, int, int]):
+    def __init__(self, widths: tuple[int, int, int, int], blocks: int = 1, pyramid_bins: tuple[int, ...] = ()):
         super().__init__()
         w = widths
         self.stem = nn.Sequential(ConvNormAct(3, w[0], stride=2), ConvNormAct(w[0], w[0], stride=2))
-        self.down8 = nn.Sequential(SeparableBlock(w[0], w[1], stride=2), SeparableBlock(w[1], w[1]))
-        self.down16 = nn.Sequential(SeparableBlock(w[1], w[2], stride=2), SeparableBlock(w[2], w[2]))
-        self.down32 = nn.Sequential(SeparableBlock(w[2], w[3], stride=2), SeparableBlock(w[3], w[3]))
+        self.down8 = _stage(w[0], w[1], 1)
+        self.down16 = _stage(w[1], w[2], blocks)
+        self.down32 = _stage(w[2], w[3], blocks)
         self.global_context = ConvNormAct(w[3], w[3], kernel_size=1)
+        self.pyramid = PyramidPooling(w[3], pyramid_bins) if pyramid_bins else nn.Identity()
         self.refine32 = nn.Sequential(ChannelAttention(w[3]), ConvNormAct(w[3], w[2], kernel_size=1))
         self.refine16 = ChannelAttention(w[2])
         self.merge16 = ConvNormAct(w[2], w[1])
@@ -131,7 +181,7 @@ class ContextPath(nn.Module):
         x8 = self.down8(self.stem(image))
         x16 = self.down16(x8)
         x32 = self.down32(x16)
-        x32 = x32 + self.global_context(x32.mean(dim=(2, 3), keepdim=True))
+        x32 = self.pyramid(x32 + self.global_context(x32.mean(dim=(2, 3), keepdim=True)))
         up16 = F.interpolate(self.refine32(x32), size=x16.shape[-2:], mode="bilinear", align_corners=False)
         x16 = self.refine16(x16) + up16
         context8 = F.interpolate(self.merge16(x16), size=x8.shape[-2:], mode="bilinear", align_corners=False)
@@ -175,13 +225,15 @@ class SegmentationNet(nn.Module):
             ConvNormAct(d[0], d[1], stride=2), ConvNormAct(d[1], d[1]),
             ConvNormAct(d[1], d[2], stride=2), ConvNormAct(d[2], d[2]),
         )
-        self.context = ContextPath(c)
+        self.context = ContextPath(c, config.context_blocks, config.pyramid_bins)
         self.fuse = nn.Sequential(ConvNormAct(d[2] + c[1], config.head_width, kernel_size=1), ChannelAttention(config.head_width))
         self.head = SegmentationHead(config.head_width, config.head_width, config.classes)
         self.aux_head = SegmentationHead(c[2], config.head_width // 2, config.classes) if config.aux_head else None
 
     def forward(self, image: torch.Tensor, aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         size = image.shape[-2:]
+        if self.config.input_scale != 1:
+            image = F.interpolate(image, scale_factor=self.config.input_scale, mode="bilinear", align_corners=False, antialias=True)
         detail8 = self.detail(image)
         context8, context16 = self.context(image)
         # The two paths round odd sizes the same way (stride-2 convolutions with padding 1).

@@ -1,0 +1,253 @@
+"""ONNX export of the networks, and an ONNX Runtime session that stands in for a network.
+
+:func:`export_onnx` writes a :class:`~ivfuse.models.FusionNet` or
+:class:`~ivfuse.models.SegmentationNet` as an ONNX graph with dynamic batch, height and width,
+checked with ``onnx.checker``; its metadata names the network, its architecture and its size
+multiple, so a file is always run as the network it came from. :class:`OnnxNetwork` runs such a
+graph with ONNX Runtime on the CPU and is called like the network itself (torch tensors in, a
+torch tensor out, same ``size_multiple``), so :class:`ivfuse.Fuser` keeps its own padding,
+tiling and colour handling for both backends. :func:`load_backend_network` gives either kind of
+network from a weights file: shipped or trained ``.safetensors`` are exported in memory (no
+export step, no cache on disk); an ``.onnx`` file is read only from the path the caller names.
+
+``onnx`` and ``onnxruntime`` are the optional extra ``pip install 'ivfuse[onnx]'``; they are
+imported only when this backend is used.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from .io import atomic_write
+from .serialization import WeightsError, load_network, shipped_weights
+
+BACKENDS = ("torch", "onnxruntime")
+QUANTIZE_MODES = ("int8",)
+# Opset 17: every exported op is in it, the TorchScript exporter writes it, and onnxruntime
+# runs it from 1.14 on, well below the 1.18 the extra asks for.
+ONNX_OPSET = 17
+_ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+OPTIMIZATION_LEVELS = tuple(_ORT_LEVELS)
+_INPUTS = {"FusionNet": ("ir", "vis_y"), "SegmentationNet": ("image",)}
+_OUTPUT = {"FusionNet": "fused", "SegmentationNet": "logits"}
+_SHIPPED = {"FusionNet": "fusion", "SegmentationNet": "segmentation"}
+_INSTALL_HINT = "pip install 'ivfuse[onnx]'"
+
+
+class BackendUnavailableError(ValueError):
+    """``onnx`` / ``onnxruntime`` are not installed; the message says what to install."""
+
+
+def _import(name: str):
+    try:
+        return __import__(name)
+    except ImportError:
+        raise BackendUnavailableError(f"the onnxruntime backend needs the {name} package: {_INSTALL_HINT}") from None
+
+
+class _Positional(torch.nn.Module):
+    """The network with its keyword-only options left at their defaults: the exporter traces
+    positional inputs only."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.network(*inputs)
+
+
+def export_onnx(network: torch.nn.Module, path: str | os.PathLike | None = None, *, quantize: str | None = None) -> bytes:
+    """The network as a checked ONNX model, written atomically to ``path`` when given.
+
+    Inputs and output keep the network's shapes with dynamic batch, height and width:
+    ``FusionNet``: ``ir``, ``vis_y`` ``(B, 1, H, W)`` float32 in ``[0, 1]`` (``H``, ``W``
+    multiples of ``size_multiple``, 8) -> ``fused`` ``(B, 1, H, W)`` in ``[0, 1]``;
+    ``SegmentationNet``: ``image`` ``(B, 3, H, W)`` in ``[0, 1]``, ``H, W >= 32`` -> ``logits``
+    ``(B, classes, H, W)``.
+
+    Args:
+        network: a ``FusionNet`` or ``SegmentationNet`` (e.g. from :func:`ivfuse.serialization.load_network`).
+        path: file to write, or ``None`` to return the bytes only.
+        quantize: ``"int8"``: dynamic int8 quantisation of the weights of convolutions and matrix
+            products (smaller, with a quality cost measured in docs/onnx.md), or ``None``.
+
+    Returns:
+        The serialised ONNX model.
+
+    Raises:
+        BackendUnavailableError: ``onnx`` (or, for ``quantize``, ``onnxruntime``) is not installed.
+        ValueError: not an ivfuse network, or an unknown ``quantize``.
+
+    Example:
+        >>> from ivfuse.models import FusionNet
+        >>> model = export_onnx(FusionNet().eval(), "fusion.onnx")
+    """
+    onnx = _import("onnx")
+    name = type(network).__name__
+    if name not in _INPUTS:
+        raise ValueError(f"cannot export {name}: expected FusionNet or SegmentationNet")
+    if quantize not in (None, *QUANTIZE_MODES):
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES} or None, got {quantize!r}")
+    inputs, output = _INPUTS[name], _OUTPUT[name]
+    channels = {"ir": 1, "vis_y": 1, "image": 3}
+    device = next(network.parameters()).device
+    sample = tuple(torch.rand(1, channels[input_name], 64, 64, device=device) for input_name in inputs)
+    dynamic = {tensor: {0: "batch", 2: "height", 3: "width"} for tensor in (*inputs, output)}
+    buffer = io.BytesIO()
+    was_training = network.training
+    network.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript exporter warns that it is deprecated in favour of the torch.export one,
+            # which needs onnxscript; this one needs nothing beyond onnx and exports the same graph.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Positional(network), sample, buffer, dynamo=False, opset_version=ONNX_OPSET,
+                input_names=list(inputs), output_names=[output], dynamic_axes=dynamic,
+            )
+    finally:
+        network.train(was_training)
+    model = onnx.load_from_string(buffer.getvalue())
+    size_multiple = getattr(network, "size_multiple", 1)
+    metadata = {"network": name, "config": json.dumps(network.config.to_dict()), "size_multiple": str(size_multiple), "quantize": quantize or "none"}
+    onnx.helper.set_model_props(model, metadata)
+    onnx.checker.check_model(model, full_check=True)
+    data = model.SerializeToString()
+    if quantize:
+        data = _quantize_int8(data)
+    if path is not None:
+        with atomic_write(path) as stream:
+            stream.write(data)
+    return data
+
+
+def _quantize_int8(model: bytes) -> bytes:
+    """Dynamic int8 quantisation: weights stored as int8, activations quantised per run."""
+    _import("onnxruntime")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantizer_log = logging.getLogger()  # the quantiser advises on the root logger; not the user's concern
+    level = quantizer_log.level
+    quantizer_log.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ivfuse-onnx-") as folder:
+            source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
+            source.write_bytes(model)
+            quantize_dynamic(source, target, weight_type=QuantType.QUInt8)
+            return target.read_bytes()
+    finally:
+        quantizer_log.setLevel(level)
+
+
+class OnnxNetwork:
+    """An exported network run by ONNX Runtime on the CPU, called like the torch network.
+
+    Args:
+        model: serialised ONNX model from :func:`export_onnx` (its metadata names the network).
+        source: where the model came from, for error messages (a file name).
+        threads: intra-op CPU threads; ``None`` uses ``torch.get_num_threads()``, so one
+            ``--threads`` setting serves both backends.
+        optimization: ONNX Runtime graph optimisation level, one of :data:`OPTIMIZATION_LEVELS`.
+
+    Shape:
+        As the network: ``network(ir, vis_y)`` with ``(B, 1, H, W)`` float tensors in ``[0, 1]``
+        -> ``(B, 1, H, W)`` float32 on the inputs' device, or ``network(image)`` -> logits.
+
+    Raises:
+        WeightsError: the model cannot be run, or is not an ivfuse network (message names ``source``).
+
+    Example:
+        >>> from ivfuse.models import FusionNet
+        >>> net = OnnxNetwork(export_onnx(FusionNet().eval()))
+        >>> net(torch.rand(2, 1, 64, 96), torch.rand(2, 1, 64, 96)).shape
+        torch.Size([2, 1, 64, 96])
+    """
+
+    def __init__(self, model: bytes, *, source: str = "ONNX model", threads: int | None = None, optimization: str = "all"):
+        ort = _import("onnxruntime")
+        if optimization not in OPTIMIZATION_LEVELS:
+            raise ValueError(f"optimization must be one of {OPTIMIZATION_LEVELS}, got {optimization!r}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[optimization])
+        options.log_severity_level = 3  # warnings about unused initialisers are noise to users
+        try:
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types for unreadable models
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise WeightsError(f"{source}: not a readable ONNX model ({reason})") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.network_name = metadata.get("network", "")
+        if self.network_name not in _INPUTS:
+            raise WeightsError(f"{source}: an ONNX model without ivfuse metadata (export it with 'ivfuse export')")
+        self.size_multiple = int(metadata.get("size_multiple", "1"))
+        self.input_names = [node.name for node in self.session.get_inputs()]
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        feed = {name: tensor.detach().to("cpu", torch.float32).contiguous().numpy() for name, tensor in zip(self.input_names, inputs)}
+        (output,) = self.session.run(None, feed)
+        return torch.from_numpy(output).to(inputs[0].device)
+
+
+def load_backend_network(
+    weights: str | os.PathLike | None,
+    expected: str,
+    *,
+    backend: str = "torch",
+    device: torch.device | str = "cpu",
+    quantize: str | None = None,
+    threads: int | None = None,
+) -> torch.nn.Module | OnnxNetwork:
+    """The network ``expected`` (``"FusionNet"`` or ``"SegmentationNet"``) for a backend.
+
+    ``backend="torch"``: the ``.safetensors`` file as a torch module in eval mode on ``device``.
+    ``backend="onnxruntime"``: an :class:`OnnxNetwork`, from an ``.onnx`` file written by
+    :func:`export_onnx`, or exported in memory from a ``.safetensors`` file. ``weights=None``
+    uses the shipped weights.
+
+    Raises:
+        WeightsError: missing or unreadable file, wrong network, an ``.onnx`` file for the torch
+            backend (one line naming the file).
+        BackendUnavailableError: ``onnxruntime`` asked for but not installed.
+        ValueError: unknown backend, ``quantize`` with the torch backend, CUDA with onnxruntime.
+
+    Example:
+        >>> network = load_backend_network(None, "FusionNet", backend="onnxruntime")
+        >>> network.size_multiple
+        8
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    path = Path(weights) if weights is not None else shipped_weights(_SHIPPED[expected])
+    is_onnx = path.suffix.lower() == ".onnx"
+    if backend == "torch":
+        if quantize:
+            raise ValueError(f"quantize={quantize!r} is for the onnxruntime backend")
+        if is_onnx:
+            raise WeightsError(f"{path}: an ONNX model runs with the onnxruntime backend only (--backend onnxruntime)")
+        return load_network(path, expected=expected).to(device)
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"the onnxruntime backend runs on the CPU, not {device}; use the torch backend for CUDA")
+    _import("onnxruntime")
+    if not is_onnx:
+        model = export_onnx(load_network(path, expected=expected), quantize=quantize)
+    else:
+        if not path.is_file():
+            raise WeightsError(f"{path}: ONNX file not found")
+        if quantize:
+            raise ValueError(f"{path}: quantise when exporting (ivfuse export --quantize {quantize}), not when loading")
+        model = path.read_bytes()
+    network = OnnxNetwork(model, source=str(path), threads=threads)
+    if network.network_name != expected:
+        raise WeightsError(f"{path}: holds {network.network_name}, expected {expected}")
+    return network

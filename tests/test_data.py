@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from ivfuse.data import Augment, LabelledImage, draw_crops, photometric_jitter
+
+FRAME = LabelledImage("a", torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8), torch.randint(0, 9, (64, 80), dtype=torch.uint8))
+JITTER = Augment(crop_size=32, contrast=0.3, brightness=0.15, gamma=0.4, noise=0.03)
+
+
+def test_crops_are_a_pure_function_of_seed_and_step():
+    first, again = (draw_crops([FRAME], 4, JITTER, seed=1, step=5) for _ in range(2))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_jitter_changes_the_pixels_not_the_geometry():
+    plain_images, plain_labels = draw_crops([FRAME], 1, Augment(crop_size=32), seed=0, step=0)
+    images, labels = draw_crops([FRAME], 1, JITTER, seed=0, step=0)
+    # The jitter draws its values after the crop's: the same crop, other pixels.
+    assert torch.equal(labels, plain_labels)
+    assert not torch.equal(images, plain_images)
+    assert images.min() >= 0 and images.max() <= 1
+
+
+def test_no_jitter_draws_nothing():
+    generator = torch.Generator().manual_seed(3)
+    image = torch.rand(3, 8, 8)
+    assert torch.equal(photometric_jitter(image, Augment(), generator), image)
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(3).get_state())
+
+
+def test_jitter_acts_on_every_plane_alike():
+    image = torch.full((4, 8, 8), 0.4)
+    jittered = photometric_jitter(image, Augment(contrast=0.5, brightness=0.2, gamma=0.5), torch.Generator().manual_seed(0))
+    assert torch.allclose(jittered, jittered[0, 0, 0].expand_as(jittered))
+
+
+def test_negative_amounts_are_refused():
+    with pytest.raises(ValueError, match="gamma"):
+        Augment(gamma=-0.1)
+
+
+def test_object_crops_contain_an_object():
+    label = torch.zeros(200, 240, dtype=torch.uint8)
+    label[150:154, 20:24] = 7  # one small cone in a corner
+    frame = LabelledImage("cone", torch.zeros(3, 200, 240, dtype=torch.uint8), label)
+    augment = Augment(crop_size=32, scale_range=(1.0, 1.0), flip=False, object_crops=1.0)
+    _, labels = draw_crops([frame], 16, augment, seed=0, step=0)
+    assert all((crop == 7).any() for crop in labels)
+    _, uniform = draw_crops([frame], 16, Augment(crop_size=32, scale_range=(1.0, 1.0)), seed=0, step=0)
+    assert sum(bool((crop == 7).any()) for crop in uniform) < 8
