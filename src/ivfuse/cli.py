@@ -419,6 +419,34 @@ def _parse_inset(value: str | None) -> tuple[float, float, float, float] | None:
     return box
 
 
+@main.command("seg-eval")
+@click.option("--predicted", "predicted_dir", required=True, type=click.Path(path_type=Path), help="Folder of predicted class-id PNGs, e.g. the labels/ of ivfuse segment.")
+@click.option("--labels", "label_dir", required=True, type=click.Path(path_type=Path), help="Folder of ground-truth class-id PNGs, e.g. MSRS/test/label.")
+@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path), help="Also write the table to this Markdown file.")
+def seg_eval(predicted_dir, label_dir, out_path):
+    """Score predicted segmentation labels against ground truth: mIoU and per-class IoU over all frames."""
+    from .io import atomic_write
+    from .segmentation_eval import score_label_folders, scores_markdown
+
+    try:
+        result = score_label_folders(predicted_dir, label_dir)
+        table = scores_markdown(result)
+        if out_path is not None:
+            with atomic_write(out_path) as stream:
+                stream.write(table.encode("utf-8"))
+    except _USER_ERRORS as error:
+        _fail(str(error))
+    for message in result.failed:
+        _warn(message)
+    if result.missing:
+        # One line, not one per frame: scoring a subset on purpose would otherwise flood the terminal.
+        _warn(f"{label_dir}: {len(result.missing)} label file(s) without a prediction of the same name, left out "
+              f"(first: {result.missing[0].name})")
+    click.echo(table, nl=False)
+    if result.failed or result.missing:
+        sys.exit(EXIT_PARTIAL)
+
+
 @main.command("eval")
 @click.option("--ir", "ir_dir", required=True, type=click.Path(path_type=Path), help="Folder of infrared images.")
 @click.option("--vis", "vis_dir", required=True, type=click.Path(path_type=Path), help="Folder of visible images.")
