@@ -1,5 +1,5 @@
 import numpy as np
-
+import pytest
 from PIL import Image
 
 from ivfuse.classes import CLASS_NAMES, PALETTE
@@ -63,23 +63,24 @@ def test_probability_maps_and_masks_agree_with_the_labels(tmp_path):
     np.testing.assert_array_equal(probabilities.argmax(0)[clear], labels[clear])
 
 
-def test_a_pair_whose_overlay_cannot_be_written_leaves_no_label(tmp_path, monkeypatch):
+def test_a_pair_whose_write_fails_midway_keeps_none_of_its_outputs_not_even_an_earlier_label(tmp_path, monkeypatch):
     from ivfuse import segmenter as module
     from ivfuse.io import WriteError, write_image
 
     from .conftest import EXAMPLES
 
-    def refuse_overlays(path, *args, **kwargs):
-        if path.parent.name == "overlays":
+    def refuse_masks(path, *args, **kwargs):
+        if "masks" in path.parts:
             raise WriteError(f"{path}: disk full")
         return write_image(path, *args, **kwargs)
 
-    monkeypatch.setattr(module, "write_image", refuse_overlays)
     stem = "00055D"
-    try:
-        module.segment_pair_files(module.Segmenter(), EXAMPLES / "ir" / f"{stem}.png", EXAMPLES / "vi" / f"{stem}.png", tmp_path, stem)
-    except WriteError as error:
-        assert "disk full" in str(error)
-    else:
-        raise AssertionError("the overlay's write error was swallowed")
-    assert not (tmp_path / "labels" / f"{stem}.png").exists()
+    earlier_label = tmp_path / "labels" / f"{stem}.png"
+    earlier_label.parent.mkdir()
+    earlier_label.write_bytes(b"label of an earlier run")
+    monkeypatch.setattr(module, "write_image", refuse_masks)
+    with pytest.raises(WriteError, match="disk full"):
+        module.segment_pair_files(module.Segmenter(), EXAMPLES / "ir" / f"{stem}.png", EXAMPLES / "vi" / f"{stem}.png", tmp_path, stem,
+                                  probabilities=True, masks=True)
+    # The overlay and the probability maps were written before the masks failed: all removed.
+    assert [path for path in tmp_path.rglob("*") if path.is_file()] == []

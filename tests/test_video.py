@@ -277,6 +277,11 @@ def test_without_pyav_says_how_to_install(clips, monkeypatch, earlier_output):
     _assert_failed_cleanly(result, earlier_output, 'pip install "ivfuse[video]"')
 
 
+def test_seg_weights_without_overlay_is_refused(clips, tmp_path, earlier_output):
+    result = _run("--ir", clips[0], "--vis", clips[1], "-o", earlier_output, "--seg-weights", tmp_path / "seg.safetensors")
+    _assert_failed_cleanly(result, earlier_output, "--seg-weights is for the segmentation of --overlay")
+
+
 def _cli(*arguments) -> list[str]:
     return [sys.executable, "-m", "ivfuse", "fuse-video", *map(str, arguments), "--threads", "1"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MAX_PIXELS_ENV, ImageReadError, pixel_limit
+from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MAX_PIXELS_ENV, ImageReadError, first_line, pixel_limit
 from .serialization import WeightsError
 
 EXIT_PARTIAL, EXIT_FAILED = 1, 2
@@ -51,7 +51,7 @@ class _OneLineErrors(click.Group):
         except Exception as error:
             if context.params.get("debug"):
                 raise
-            _fail(f"unexpected {type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'} (run 'ivfuse --debug ...' for the traceback)")
+            _fail(f"unexpected {type(error).__name__}: {first_line(error)} (run 'ivfuse --debug ...' for the traceback)")
 
 
 @click.group(cls=_OneLineErrors)
@@ -146,32 +146,24 @@ def fuse(ir_path, vis_path, out_path, method, weights, backend, device, threads,
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, threads, probabilities, masks, skip_existing, quiet):
     """Segment fused images: MSRS class ids as PNG (labels/), palette overlays (overlays/) and their legend."""
-    from .fuser import process_folder
     from .io import write_image
-    from .segmenter import Segmenter, legend, segment_pair_files
+    from .segmenter import Segmenter, legend, segment_folder, segment_pair_files
 
     _set_threads(threads)
     try:
         folders = _inputs_are_folders(ir_path, vis_path)
         segmenter = Segmenter(fusion_weights, seg_weights, device=device)
-        write_image(out_dir / "legend.png", legend())
-
-        def segment_one(stem: str, ir_file: Path, vis_file: Path) -> Path:
-            return segment_pair_files(segmenter, ir_file, vis_file, out_dir, stem, probabilities=probabilities, masks=masks)
-
-        def existing_label(stem: str) -> Path | None:
-            label = out_dir / "labels" / f"{stem}.png"
-            return label if skip_existing and label.exists() else None
-
         if folders:
-            report = process_folder(ir_path, vis_path, segment_one, skip=existing_label, on_error=_warn, progress=_progress("segment", quiet))
+            report = segment_folder(segmenter, ir_path, vis_path, out_dir, probabilities=probabilities, masks=masks,
+                                    skip_existing=skip_existing, on_error=_warn, progress=_progress("segment", quiet))
             _finish_folder(report, "segmented")
             return
-        done = existing_label(ir_path.stem)
-        if done is not None:
-            click.echo(f"skipped {done} (exists)")
+        label = out_dir / "labels" / f"{ir_path.stem}.png"
+        if skip_existing and label.exists():
+            click.echo(f"skipped {label} (exists)")
             return
-        click.echo(f"wrote {segment_one(ir_path.stem, ir_path, vis_path)}")
+        write_image(out_dir / "legend.png", legend())
+        click.echo(f"wrote {segment_pair_files(segmenter, ir_path, vis_path, out_dir, ir_path.stem, probabilities=probabilities, masks=masks)}")
     except _USER_ERRORS as error:
         _fail(str(error))
 
@@ -215,20 +207,16 @@ def fuse_video(ir_path, vis_path, out_path, weights, backend, device, threads, b
         from .fuser import Fuser
         from .segmenter import Segmenter
 
+        if seg_weights is not None and not overlay:
+            raise ValueError("--seg-weights is for the segmentation of --overlay; add --overlay or leave it out")
         video.require_av()
         model = Segmenter(weights, seg_weights, device=device, backend=backend) if overlay else Fuser(weights, device=device, backend=backend)
-        progress = None if quiet else _frame_progress
+        progress = _progress("fuse-video", quiet, unit="frame")
         report = video.fuse_video(model, ir_path, vis_path, out_path, batch_size=batch_size, max_frames=max_frames, fps=fps,
                                   panels=side_by_side, crf=crf, preset=preset, on_warning=_warn, progress=progress)
     except _USER_ERRORS as error:
         _fail(str(error))
     click.echo(report.summary())
-
-
-def _frame_progress(frames, total: int | None):
-    from tqdm import tqdm
-
-    return tqdm(frames, total=total, desc="fuse-video", unit="frame", file=sys.stderr)
 
 
 #: Packages of the ``serve`` extra; a missing one is reported with the install command.
@@ -309,12 +297,12 @@ def _inputs_are_folders(ir_path: Path, vis_path: Path) -> bool:
     return ir_path.is_dir()
 
 
-def _progress(verb: str, quiet: bool):
+def _progress(verb: str, quiet: bool, unit: str = "pair"):
     if quiet:
         return None
     from tqdm import tqdm
 
-    return lambda pairs: tqdm(pairs, desc=verb, unit="pair", file=sys.stderr)
+    return lambda items, total=None: tqdm(items, total=total, desc=verb, unit=unit, file=sys.stderr)
 
 
 def _finish_folder(report, verb: str) -> None:

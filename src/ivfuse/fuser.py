@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import has_equal_channels, infrared_to_grey, merge_luma, rgb_to_luma, split_luma, to_tensor
-from .io import ImageReadError, WriteError, find_pairs, read_pair, write_image
+from .io import ImageReadError, WriteError, find_pairs, first_line, read_pair, write_image
 from .onnx_backend import load_backend_network
 from .runtime import resolve_device
 from .serialization import shipped_weights
@@ -288,10 +288,11 @@ def fuse_pair_files(
         WriteError: the output cannot be written.
     """
     out_path = Path(out_path)
+    # After reading: a missing or broken input is then reported by read_pair, naming the problem.
+    ir, vis = read_pair(ir_path, vis_path, bit16=bit16)
     for source in (ir_path, vis_path):
         if out_path.exists() and out_path.samefile(source):
             raise WriteError(f"{out_path}: is an input of this pair; refusing to overwrite it")
-    ir, vis = read_pair(ir_path, vis_path, bit16=bit16)
     # The visible array is ours alone here, so a large image is fused into it: one image copy less.
     fused = fuser._fuse_large(ir, vis, grey, out=vis) if fuser._is_tiled(ir.shape) else fuser.fuse(ir, vis, grey=grey)
     return write_image(out_path, fused, bits=bits)
@@ -335,7 +336,7 @@ def process_folder(
         except (ImageReadError, WriteError) as error:
             message = str(error)
         except Exception as error:  # noqa: BLE001 - one pair that trips a bug must not stop the others
-            message = f"{ir_path} + {vis_path}: unexpected {type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'}"
+            message = f"{ir_path} + {vis_path}: unexpected {type(error).__name__}: {first_line(error)}"
             _log.debug("traceback of the failed pair %s", stem, exc_info=True)
         else:
             continue

@@ -260,13 +260,30 @@ def _opened(source: str | os.PathLike | BinaryIO, name: str, what: str = "image"
     except MemoryError:
         raise ImageReadError(f"{name}: cannot read {what} (not enough memory to decode it)") from None
     except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many types on malformed files
-        reason = _os_reason(error) if isinstance(error, OSError) else str(error).split("\n")[0] or type(error).__name__
-        raise ImageReadError(f"{name}: cannot read {what} ({reason})") from None
+        raise ImageReadError(f"{name}: cannot read {what} ({_os_reason(error)})") from None
 
 
 def _os_reason(error: BaseException) -> str:
     strerror = getattr(error, "strerror", None)
-    return strerror.lower() if strerror else str(error).split("\n")[0] or type(error).__name__
+    return strerror.lower() if strerror else first_line(error)
+
+
+def first_line(error: BaseException) -> str:
+    """The gist of an exception's message in one line, for one-line error messages.
+
+    Many messages (torch's, Pillow's, FFmpeg's) run over several lines; the first non-empty one
+    is kept. A first line that only announces a list (``Error(s) in loading state_dict for
+    FusionNet:``) is replaced by the list's first item, which says what is wrong. A message-less
+    exception gives its type's name.
+
+    Example:
+        >>> first_line(RuntimeError("Error(s) in loading state_dict:\n\tsize mismatch for w\n\tmore"))
+        'size mismatch for w'
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def read_pair(

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from .io import atomic_write
+from .io import atomic_write, first_line
 from .models import FusionConfig, FusionNet, SegmentationConfig, SegmentationNet
 
 NETWORKS = {"FusionNet": (FusionNet, FusionConfig), "SegmentationNet": (SegmentationNet, SegmentationConfig)}
@@ -67,7 +67,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as weights:
             return dict(weights.metadata() or {})
     except (SafetensorError, OSError, ValueError) as error:
-        raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+        raise WeightsError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
 
 
 def load_network(path: str | os.PathLike, expected: str | None = None) -> torch.nn.Module:
@@ -99,13 +99,13 @@ def load_network(path: str | os.PathLike, expected: str | None = None) -> torch.
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise WeightsError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+        raise WeightsError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
     refuse_non_finite(path, tensors)
     try:
         network = network_class(config_class.from_dict(json.loads(metadata["config"])))
         network.load_state_dict(tensors)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise WeightsError(f"{path}: weights do not fit the {name} architecture ({_first_line(error)})") from None
+        raise WeightsError(f"{path}: weights do not fit the {name} architecture ({first_line(error)})") from None
     return network.eval()
 
 
@@ -147,7 +147,7 @@ def load_checkpoint(path: str | os.PathLike, keys: Sequence[str] = (), *, map_lo
     except Exception as error:
         # Damaged zip or pickle data surfaces as EOFError, OSError, RuntimeError, KeyError, ...
         # depending on where the bytes break; to the user every one means the same thing.
-        raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt ({_first_line(error)})") from None
+        raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt ({first_line(error)})") from None
     missing = [key for key in keys if not isinstance(state, dict) or key not in state]
     if missing:
         raise WeightsError(f"{path}: not an ivfuse training checkpoint (no {', '.join(missing)})")
@@ -202,15 +202,3 @@ def _refusal(error: pickle.UnpicklingError) -> str:
     else:
         detail = next((line for line in lines if "unsupported" in line.lower()), "")
     return detail.split(". Please")[0].rstrip(".")
-
-
-def _first_line(error: BaseException) -> str:
-    """The gist of an exception's message in one line (torch's run over many), or its type's name.
-
-    A first line that only announces a list (``Error(s) in loading state_dict for FusionNet:``)
-    is replaced by the list's first item, which says what is wrong.
-    """
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    return lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]

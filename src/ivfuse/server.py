@@ -24,6 +24,7 @@ import asyncio
 import base64
 import logging
 import math
+import os
 import socket
 import time
 import warnings
@@ -82,8 +83,8 @@ class ServerSettings:
         40000000
     """
 
-    fusion_weights: str | None = None
-    segmentation_weights: str | None = None
+    fusion_weights: str | os.PathLike | None = None
+    segmentation_weights: str | os.PathLike | None = None
     device: str = "cpu"
     backend: str = "torch"
     max_upload_bytes: int = 25 * MIB
@@ -510,7 +511,11 @@ def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000, *
         WeightsError: unusable weights.
     """
     sock = listen(host, port)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except BaseException:
+        sock.close()  # unusable weights: free the port at once, not when the process ends
+        raise
     config = uvicorn.Config(app, log_level="info", limit_concurrency=settings.max_connections, timeout_keep_alive=5)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host

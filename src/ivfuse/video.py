@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .fuser import Fuser
-from .io import IMAGE_EXTENSIONS, ImageReadError, atomic_write, read_image
+from .io import IMAGE_EXTENSIONS, ImageReadError, atomic_write, first_line, read_image
 from .segmenter import Segmenter, overlay
 
 # H.264 in these containers plays nearly everywhere; the value is FFmpeg's muxer name.
@@ -57,7 +57,7 @@ def require_av():
 
 def _reason(error: Exception) -> str:
     # FFmpeg errors' str() carries errno and file name; strerror is the readable part.
-    return getattr(error, "strerror", None) or str(error).split("\n")[0] or type(error).__name__
+    return getattr(error, "strerror", None) or first_line(error)
 
 
 def _check_encoder(path: Path, preset: str) -> str:

@@ -356,6 +356,21 @@ def test_output_path_that_is_a_file_or_an_input(pair_folders, tmp_path):
     _assert_one_line(result, "error", vis / f"{GOOD}.png", "is an input of this pair; refusing to overwrite it")
 
 
+def test_broken_input_beside_an_existing_output_is_named_as_such(pair_folders, tmp_path):
+    # The output-is-an-input check must not trip over an input that does not resolve.
+    ir, vis = pair_folders
+    BAD_IR["broken symlink"][1](ir / "x.png")
+    out = tmp_path / "fused"
+    out.mkdir()
+    (out / "x.png").write_bytes(b"earlier output")
+    result = _run("fuse", "--ir", ir, "--vis", vis, "-o", out, "--threads", "1", "--quiet")
+    assert result.exit_code == 1 and (out / "x.png").read_bytes() == b"earlier output"
+    _assert_one_line(result, "warning", ir / "x.png", r"no such file \(broken symbolic link\)$")
+    result = _run("fuse", "--ir", ir / "x.png", "--vis", vis / "x.png", "-o", out / "x.png")
+    assert result.exit_code == 2
+    _assert_one_line(result, "error", ir / "x.png", r"no such file \(broken symbolic link\)$")
+
+
 def test_disk_full_while_writing_keeps_earlier_outputs_and_leaves_no_partial_file(pair_folders, tmp_path, monkeypatch):
     ir, vis = pair_folders
     Image.fromarray(_pixels("ir", BAD)).save(ir / "x.png")
