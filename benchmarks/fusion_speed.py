@@ -9,10 +9,13 @@ parameters and multiply-accumulates (MACs) per pair. Each row runs in its own pr
 memory is that row's alone. The 4K pair is the bundled MSRS pair resized to 3840x2160 (bicubic).
 
 With ``--backends``: the same ``Fuser.fuse`` call at 640x480 with the PyTorch backend and with
-ONNX Runtime (each graph optimisation level, and the int8-quantised model), all in one process
-and interleaved round by round, so that load from other processes hits every variant alike.
-Prints the median seconds per pair, the speed-up over PyTorch (ratio of medians), and how far
-each output is from the PyTorch output in grey levels (max, and PSNR in dB).
+ONNX Runtime (each graph optimisation level, the dynamic-shape session only, and the
+int8-quantised model), all in one process and interleaved round by round, so that load from
+other processes hits every variant alike. Each timed call starts after a 0.1 s pause, so threads
+still busy from the previous variant's call (OpenMP and ONNX Runtime workers spin for a while
+after a run) do not slow the next one. Prints the median seconds per pair, the speed-up over
+PyTorch (ratio of medians), and how far each output is from the PyTorch output in grey levels
+(max, and PSNR in dB).
 """
 
 from __future__ import annotations
@@ -108,18 +111,24 @@ def run_case(name: str, threads: int, repeats: int, weights: str | None) -> dict
     }
 
 
+class DynamicShapeNetwork(OnnxNetwork):
+    """:class:`OnnxNetwork` that never builds fixed-shape sessions, to measure what they gain."""
+
+    def _session_for(self, shape: tuple[int, ...]):
+        return self.session
+
+
 def backend_variants(weights: str | None) -> dict[str, Fuser]:
-    """The PyTorch fuser and ONNX Runtime fusers (each optimisation level, int8) of one network."""
+    """The PyTorch fuser and ONNX Runtime fusers (each optimisation level, dynamic shapes, int8) of one network."""
     network = load_network(weights or shipped_weights("fusion"), expected="FusionNet")
+    model = export_onnx(network)
+    runners = {f"onnxruntime {level}": OnnxNetwork(model, optimization=level) for level in OPTIMIZATION_LEVELS[1:]}
+    runners["onnxruntime all, dynamic shapes"] = DynamicShapeNetwork(model)
+    runners["onnxruntime all int8"] = OnnxNetwork(export_onnx(network, quantize="int8"))
     variants = {"torch (channels_last)": Fuser(weights)}
-    models = {"": export_onnx(network), " int8": export_onnx(network, quantize="int8")}
-    for level in OPTIMIZATION_LEVELS[1:]:
-        for suffix, model in models.items():
-            if suffix and level != "all":
-                continue
-            fuser = Fuser(weights, backend="onnxruntime")
-            fuser.network = OnnxNetwork(model, optimization=level)
-            variants[f"onnxruntime {level}{suffix}"] = fuser
+    for name, runner in runners.items():
+        variants[name] = Fuser(weights, backend="onnxruntime")
+        variants[name].network = runner
     return variants
 
 
@@ -128,20 +137,25 @@ def compare_backends(threads: int, repeats: int, weights: str | None) -> None:
     ir, vis = load_pair(None)
     variants = backend_variants(weights)
     reference = np.rint(variants["torch (channels_last)"].fuse(ir, vis) * 255)
+    for fuser in variants.values():  # warm-up; the second call builds ONNX Runtime's fixed-shape session
+        fuser.fuse(ir, vis)
+        fuser.fuse(ir, vis)
+    load_before = os.getloadavg()
     seconds = {name: [] for name in variants}
-    for _ in range(repeats + 1):  # the first round warms up every variant
+    for _ in range(repeats):
         for name, fuser in variants.items():
+            time.sleep(0.1)
             began = time.perf_counter()
             fuser.fuse(ir, vis)
             seconds[name].append(time.perf_counter() - began)
-    base = statistics.median(seconds["torch (channels_last)"][1:])
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"torch {torch.__version__}, onnxruntime {ort_version()}, {threads} threads, 640x480, median of {repeats} interleaved rounds after one warm-up")
-    print(f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) at the end: {load}\n")
+    base = statistics.median(seconds["torch (channels_last)"])
+    load = "; ".join(", ".join(f"{value:.1f}" for value in values) for values in (load_before, os.getloadavg()))
+    print(f"torch {torch.__version__}, onnxruntime {ort_version()}, {threads} threads, 640x480, median of {repeats} interleaved rounds after warm-up")
+    print(f"{os.cpu_count()} CPUs; nice {os.nice(0)}; load average (1, 5, 15 min) before; after: {load}\n")
     print("| backend | median s/pair | speed-up vs torch | max grey-level difference | PSNR vs torch (dB) |")
     print("|---|---|---|---|---|")
     for name, fuser in variants.items():
-        median = statistics.median(seconds[name][1:])
+        median = statistics.median(seconds[name])
         difference = np.abs(np.rint(fuser.fuse(ir, vis) * 255) - reference)
         mse = float(np.mean(difference**2))
         psnr = "identical" if mse == 0 else f"{10 * np.log10(255**2 / mse):.1f}"

@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime")
 from ivfuse import Fuser  # noqa: E402
 from ivfuse.cli import main  # noqa: E402
 from ivfuse.io import read_image  # noqa: E402
-from ivfuse.onnx_backend import BackendUnavailableError, OnnxNetwork, export_onnx, load_backend_network  # noqa: E402
+from ivfuse.onnx_backend import BackendUnavailableError, OnnxNetwork, _export_form, export_onnx, load_backend_network  # noqa: E402
 from ivfuse.segmenter import Segmenter  # noqa: E402
 from ivfuse.serialization import WeightsError, load_network, shipped_weights  # noqa: E402
 
@@ -58,6 +58,23 @@ def test_exported_file_runs_other_batch_and_sizes_like_the_network(fusion_onnx):
         expected = network(ir, vis_y)
     assert runner.size_multiple == 8
     torch.testing.assert_close(runner(ir, vis_y), expected, atol=1e-4, rtol=0)
+
+
+def test_export_form_computes_what_the_network_computes():
+    network = load_network(shipped_weights("fusion"))
+    ir, vis = example("00055D.png")
+    ir, vis_y = (torch.from_numpy(image[:96, :136].copy())[None, None] for image in (ir, vis[..., 1]))
+    with torch.inference_mode():
+        torch.testing.assert_close(_export_form(network)(ir, vis_y), network(ir, vis_y), atol=1e-5, rtol=0)
+
+
+def test_a_shape_run_again_gets_a_fixed_shape_session_with_the_same_output(fusion_onnx):
+    runner = OnnxNetwork(fusion_onnx.read_bytes(), threads=1)
+    ir, vis_y = torch.rand(1, 1, 48, 64), torch.rand(1, 1, 48, 64)
+    first = runner(ir, vis_y)
+    assert runner._session_for((1, 1, 48, 64)) is not runner.session  # the second run of the shape
+    torch.testing.assert_close(runner(ir, vis_y), first, atol=1e-5, rtol=0)
+    assert runner(torch.rand(2, 1, 16, 24), torch.rand(2, 1, 16, 24)).shape == (2, 1, 16, 24)  # a new shape still runs
 
 
 @pytest.mark.parametrize("name", [0, 1, 2])

@@ -6,7 +6,8 @@ checked with ``onnx.checker``; its metadata names the network, its architecture 
 multiple, so a file is always run as the network it came from. :class:`OnnxNetwork` runs such a
 graph with ONNX Runtime on the CPU and is called like the network itself (torch tensors in, a
 torch tensor out, same ``size_multiple``), so :class:`ivfuse.Fuser` keeps its own padding,
-tiling and colour handling for both backends. :func:`load_backend_network` gives either kind of
+tiling and colour handling for both backends; an input shape run more than once gets a session
+planned for that fixed shape (docs/onnx.md, "Speed"). :func:`load_backend_network` gives either kind of
 network from a weights file: shipped or trained ``.safetensors`` are exported in memory (no
 export step, no cache on disk); an ``.onnx`` file is read only from the path the caller names.
 
@@ -16,17 +17,23 @@ imported only when this backend is used.
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 import json
 import logging
 import os
 import tempfile
+import threading
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .io import atomic_write
+from .models.fusion import GradientResidualBlock
 from .serialization import WeightsError, load_network, shipped_weights
 
 BACKENDS = ("torch", "onnxruntime")
@@ -40,6 +47,11 @@ _INPUTS = {"FusionNet": ("ir", "vis_y"), "SegmentationNet": ("image",)}
 _OUTPUT = {"FusionNet": "fused", "SegmentationNet": "logits"}
 _SHIPPED = {"FusionNet": "fusion", "SegmentationNet": "segmentation"}
 _INSTALL_HINT = "pip install 'ivfuse[onnx]'"
+# Fixed-shape sessions kept per OnnxNetwork: a folder, a video or a tiled image uses one or two.
+_FIXED_SHAPE_SESSIONS = 4
+# Rectified responses of these four kernels sum to |Sobel_x| + |Sobel_y| over 8 (sobel_magnitude).
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+_SOBEL_PARTS = torch.stack([_SOBEL_X, -_SOBEL_X, _SOBEL_X.T, -_SOBEL_X.T])
 
 
 class BackendUnavailableError(ValueError):
@@ -65,9 +77,48 @@ class _Positional(torch.nn.Module):
         return self.network(*inputs)
 
 
+class _ConvSobelBlock(torch.nn.Module):
+    """:class:`~ivfuse.models.fusion.GradientResidualBlock` with its Sobel magnitude written as
+    four depthwise convolutions, for export only.
+
+    ``|a| = relu(a) + relu(-a)``, so ``|Sobel_x| + |Sobel_y|`` is the sum of the rectified
+    responses to ``Sobel_x, -Sobel_x, Sobel_y, -Sobel_y``: the same values up to float rounding,
+    but ONNX Runtime keeps convolutions and sums in its blocked channel layout, where
+    the slices of :func:`~ivfuse.models.fusion.sobel_magnitude` each cost a layout change and a
+    copy. It shares the block's convolutions; the padding stays replicate, as in the block.
+
+    Shape: ``(B, C, H, W) -> (B, C, H, W)``, as the block.
+    """
+
+    def __init__(self, block: GradientResidualBlock):
+        super().__init__()
+        self.conv, self.edge = block.conv, block.edge
+        self.channels = block.edge.in_channels
+        kernels = _SOBEL_PARTS[:, None, None].expand(4, self.channels, 1, 3, 3).contiguous()
+        self.register_buffer("kernels", kernels.to(block.edge.weight), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        parts = [F.relu(F.conv2d(padded, kernel, groups=self.channels)) for kernel in self.kernels]
+        return self.conv(x) + self.edge(functools.reduce(torch.add, parts))
+
+
+def _export_form(network: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``network`` whose gradient blocks are :class:`_ConvSobelBlock`; same outputs."""
+    network = copy.deepcopy(network)
+    blocks = [name for name, module in network.named_modules() if isinstance(module, GradientResidualBlock)]
+    for name in blocks:
+        parent, _, child = name.rpartition(".")
+        owner = network.get_submodule(parent) if parent else network
+        setattr(owner, child, _ConvSobelBlock(getattr(owner, child)))
+    return network
+
+
 def export_onnx(network: torch.nn.Module, path: str | os.PathLike | None = None, *, quantize: str | None = None) -> bytes:
     """The network as a checked ONNX model, written atomically to ``path`` when given.
 
+    The graph is the network's ``forward``, its gradient blocks' Sobel magnitude written as
+    depthwise convolutions (:class:`_ConvSobelBlock`, same outputs up to float rounding).
     Inputs and output keep the network's shapes with dynamic batch, height and width:
     ``FusionNet``: ``ir``, ``vis_y`` ``(B, 1, H, W)`` float32 in ``[0, 1]`` (``H``, ``W``
     multiples of ``size_multiple``, 8) -> ``fused`` ``(B, 1, H, W)`` in ``[0, 1]``;
@@ -103,19 +154,14 @@ def export_onnx(network: torch.nn.Module, path: str | os.PathLike | None = None,
     sample = tuple(torch.rand(1, channels[input_name], 64, 64, device=device) for input_name in inputs)
     dynamic = {tensor: {0: "batch", 2: "height", 3: "width"} for tensor in (*inputs, output)}
     buffer = io.BytesIO()
-    was_training = network.training
-    network.eval()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # The TorchScript exporter warns that it is deprecated in favour of the torch.export one,
-            # which needs onnxscript; this one needs nothing beyond onnx and exports the same graph.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Positional(network), sample, buffer, dynamo=False, opset_version=ONNX_OPSET,
-                input_names=list(inputs), output_names=[output], dynamic_axes=dynamic,
-            )
-    finally:
-        network.train(was_training)
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter warns that it is deprecated in favour of the torch.export one,
+        # which needs onnxscript; this one needs nothing beyond onnx and exports the same graph.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Positional(_export_form(network).eval()), sample, buffer, dynamo=False, opset_version=ONNX_OPSET,
+            input_names=list(inputs), output_names=[output], dynamic_axes=dynamic,
+        )
     model = onnx.load_from_string(buffer.getvalue())
     size_multiple = getattr(network, "size_multiple", 1)
     metadata = {"network": name, "config": json.dumps(network.config.to_dict()), "size_multiple": str(size_multiple), "quantize": quantize or "none"}
@@ -151,6 +197,11 @@ def _quantize_int8(model: bytes) -> bytes:
 class OnnxNetwork:
     """An exported network run by ONNX Runtime on the CPU, called like the torch network.
 
+    The first run of an input shape uses a session with dynamic batch, height and width; an
+    input shape run a second time gets its own session with those fixed (built once, in a
+    fraction of a second), which ONNX Runtime plans ahead and runs faster (docs/onnx.md, "Speed"). The :data:`_FIXED_SHAPE_SESSIONS`
+    latest such shapes are kept. Calls from several threads are safe.
+
     Args:
         model: serialised ONNX model from :func:`export_onnx` (its metadata names the network).
         source: where the model came from, for error messages (a file name).
@@ -173,16 +224,12 @@ class OnnxNetwork:
     """
 
     def __init__(self, model: bytes, *, source: str = "ONNX model", threads: int | None = None, optimization: str = "all"):
-        ort = _import("onnxruntime")
+        self._ort = _import("onnxruntime")
         if optimization not in OPTIMIZATION_LEVELS:
             raise ValueError(f"optimization must be one of {OPTIMIZATION_LEVELS}, got {optimization!r}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[optimization])
-        options.log_severity_level = 3  # warnings about unused initialisers are noise to users
+        self._model, self._threads, self._optimization = model, threads or torch.get_num_threads(), optimization
         try:
-            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            self.session = self._new_session({})
         except Exception as error:  # onnxruntime raises its own exception types for unreadable models
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise WeightsError(f"{source}: not a readable ONNX model ({reason})") from None
@@ -192,10 +239,45 @@ class OnnxNetwork:
             raise WeightsError(f"{source}: an ONNX model without ivfuse metadata (export it with 'ivfuse export')")
         self.size_multiple = int(metadata.get("size_multiple", "1"))
         self.input_names = [node.name for node in self.session.get_inputs()]
+        self._fixed: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._seen: OrderedDict[tuple[int, ...], None] = OrderedDict()  # shapes run once, latest last
+        self._lock = threading.Lock()
+
+    def _new_session(self, dims: dict[str, int]):
+        ort = self._ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[self._optimization])
+        options.log_severity_level = 3  # warnings about unused initialisers are noise to users
+        # Worker threads otherwise spin for a while after each run, taking the CPUs from the
+        # colour conversion and tiling that Fuser runs in PyTorch right after the network.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        for name, size in dims.items():  # the dynamic axes named in export_onnx
+            options.add_free_dimension_override_by_name(name, size)
+        return ort.InferenceSession(self._model, options, providers=["CPUExecutionProvider"])
+
+    def _session_for(self, shape: tuple[int, ...]):
+        """The fixed-shape session of ``shape`` (B, C, H, W) once it is seen twice, else the dynamic one."""
+        key = (shape[0], *shape[2:])
+        with self._lock:
+            if key in self._fixed:
+                self._fixed.move_to_end(key)
+                return self._fixed[key]
+            if key not in self._seen:
+                self._seen[key] = None
+                if len(self._seen) > 16 * _FIXED_SHAPE_SESSIONS:  # bounded, e.g. for a server fed every size
+                    self._seen.popitem(last=False)
+                return self.session
+            del self._seen[key]
+            session = self._fixed[key] = self._new_session(dict(zip(("batch", "height", "width"), key)))
+            if len(self._fixed) > _FIXED_SHAPE_SESSIONS:
+                self._fixed.popitem(last=False)
+            return session
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         feed = {name: tensor.detach().to("cpu", torch.float32).contiguous().numpy() for name, tensor in zip(self.input_names, inputs)}
-        (output,) = self.session.run(None, feed)
+        (output,) = self._session_for(tuple(inputs[0].shape)).run(None, feed)
         return torch.from_numpy(output).to(inputs[0].device)
 
 
