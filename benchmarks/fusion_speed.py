@@ -1,7 +1,7 @@
 """Speed and memory of `ivfuse.Fuser` on a real 640x480 pair and a 4K pair; PyTorch vs ONNX Runtime.
 
     python benchmarks/fusion_speed.py [--threads 2] [--repeats 15] [--weights FILE]
-    python benchmarks/fusion_speed.py --backends [--threads 2] [--repeats 15] [--weights FILE]
+    python benchmarks/fusion_speed.py --backends [--threads 2] [--repeats 15] [--weights FILE] [--calibration DIR]
 
 Without ``--backends``: a Markdown table of median seconds per pair (network + colour, image
 reading and writing excluded, model load excluded), peak resident memory of the process,
@@ -9,9 +9,10 @@ parameters and multiply-accumulates (MACs) per pair. Each row runs in its own pr
 memory is that row's alone. The 4K pair is the bundled MSRS pair resized to 3840x2160 (bicubic).
 
 With ``--backends``: the same ``Fuser.fuse`` call at 640x480 with the PyTorch backend and with
-ONNX Runtime (each graph optimisation level, the dynamic-shape session only, and the
-int8-quantised model), all in one process and interleaved round by round, so that load from
-other processes hits every variant alike. Each timed call starts after a 0.1 s pause, so threads
+ONNX Runtime (each graph optimisation level, the dynamic-shape session only, and, with
+``--calibration DIR``, a folder with ir/ and vi/ training pairs, the static int8 model), all in
+one process and interleaved round by round, so that load from other processes hits every
+variant alike. Each timed call starts after a 0.1 s pause, so threads
 still busy from the previous variant's call (OpenMP and ONNX Runtime workers spin for a while
 after a run) do not slow the next one. Prints the median seconds per pair, the speed-up over
 PyTorch (ratio of medians), and how far each output is from the PyTorch output in grey levels
@@ -118,13 +119,15 @@ class DynamicShapeNetwork(OnnxNetwork):
         return self.session
 
 
-def backend_variants(weights: str | None) -> dict[str, Fuser]:
-    """The PyTorch fuser and ONNX Runtime fusers (each optimisation level, dynamic shapes, int8) of one network."""
+def backend_variants(weights: str | None, calibration: str | None) -> dict[str, Fuser]:
+    """The PyTorch fuser and ONNX Runtime fusers (each optimisation level, dynamic shapes, int8
+    when ``calibration`` names a folder of training pairs) of one network."""
     network = load_network(weights or shipped_weights("fusion"), expected="FusionNet")
     model = export_onnx(network)
     runners = {f"onnxruntime {level}": OnnxNetwork(model, optimization=level) for level in OPTIMIZATION_LEVELS[1:]}
     runners["onnxruntime all, dynamic shapes"] = DynamicShapeNetwork(model)
-    runners["onnxruntime all int8"] = OnnxNetwork(export_onnx(network, quantize="int8"))
+    if calibration:
+        runners["onnxruntime all int8"] = OnnxNetwork(export_onnx(network, quantize="int8", calibration=calibration))
     variants = {"torch (channels_last)": Fuser(weights)}
     for name, runner in runners.items():
         variants[name] = Fuser(weights, backend="onnxruntime")
@@ -132,10 +135,10 @@ def backend_variants(weights: str | None) -> dict[str, Fuser]:
     return variants
 
 
-def compare_backends(threads: int, repeats: int, weights: str | None) -> None:
+def compare_backends(threads: int, repeats: int, weights: str | None, calibration: str | None) -> None:
     torch.set_num_threads(threads)
     ir, vis = load_pair(None)
-    variants = backend_variants(weights)
+    variants = backend_variants(weights, calibration)
     reference = np.rint(variants["torch (channels_last)"].fuse(ir, vis) * 255)
     for fuser in variants.values():  # warm-up; the second call builds ONNX Runtime's fixed-shape session
         fuser.fuse(ir, vis)
@@ -174,10 +177,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--weights")
     parser.add_argument("--backends", action="store_true", help="Compare PyTorch and ONNX Runtime at 640x480 instead.")
+    parser.add_argument("--calibration", help="With --backends: folder with ir/ and vi/ training pairs; adds the int8 row.")
     parser.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.backends:
-        compare_backends(args.threads, args.repeats, args.weights)
+        compare_backends(args.threads, args.repeats, args.weights, args.calibration)
         return
     if args.case:
         print(json.dumps(run_case(args.case, args.threads, args.repeats, args.weights)))

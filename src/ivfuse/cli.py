@@ -261,8 +261,9 @@ def serve(host, port, fusion_weights, seg_weights, backend, device, threads, wor
 @click.option("-o", "--out", "out_path", required=True, type=click.Path(path_type=Path), help="ONNX file to write (*.onnx).")
 @click.option("--seg", is_flag=True, help="Export the segmentation network instead of the fusion network.")
 @click.option("--weights", type=click.Path(path_type=Path), help="Weights (.safetensors) of the exported network; default: the shipped ones.")
-@click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantisation (quality cost: docs/onnx.md).")
-def export(out_path, seg, weights, quantize):
+@click.option("--quantize", type=click.Choice(["int8"]), help="Static int8 quantisation of the fusion network (needs --calibration; cost: docs/onnx.md).")
+@click.option("--calibration", type=click.Path(path_type=Path), help="With --quantize: folder with ir/ and vi/ training pairs (16 used) that set the int8 scales; never your test pairs.")
+def export(out_path, seg, weights, quantize, calibration):
     """Export the fusion (or --seg segmentation) network to ONNX: dynamic batch, height and width."""
     try:
         from .onnx_backend import ONNX_OPSET, export_onnx
@@ -272,7 +273,7 @@ def export(out_path, seg, weights, quantize):
             raise ValueError(f"{out_path}: name the ONNX file *.onnx (the onnxruntime backend tells models from weights by it)")
         name = "SegmentationNet" if seg else "FusionNet"
         network = load_network(weights or shipped_weights("segmentation" if seg else "fusion"), expected=name)
-        model = export_onnx(network, out_path, quantize=quantize)
+        model = export_onnx(network, out_path, quantize=quantize, calibration=calibration)
     except _USER_ERRORS as error:
         _fail(str(error))
     sizes = f", height and width multiples of {network.size_multiple}" if hasattr(network, "size_multiple") else ", height and width >= 32"

@@ -9,6 +9,7 @@ stretched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -47,8 +48,10 @@ class Fuser:
         backend: ``"torch"`` or ``"onnxruntime"`` (CPU; needs ``pip install 'ivfuse[onnx]'``):
             the network runs in ONNX Runtime, exported in memory from ``.safetensors`` weights;
             padding, tiling and colour are the same for both (docs/onnx.md).
-        quantize: ``"int8"`` with the onnxruntime backend: dynamic int8 quantisation of the
-            in-memory export (quality cost in docs/onnx.md); ``None`` keeps float32.
+        quantize: ``"int8"`` with the onnxruntime backend: static int8 quantisation of the
+            in-memory export (speed and quality cost in docs/onnx.md); ``None`` keeps float32.
+        calibration: with ``quantize``: folder with ``ir/`` and ``vi/`` training pairs that set
+            the int8 scales (:func:`ivfuse.onnx_backend.export_onnx`).
 
     Example:
         >>> fuser = Fuser()
@@ -69,6 +72,7 @@ class Fuser:
         channels_last: bool | None = None,
         backend: str = "torch",
         quantize: str | None = None,
+        calibration: str | os.PathLike | None = None,
     ):
         if tile_size % 8 or tile_size < 64 or not 0 <= tile_overlap < tile_size // 2:
             raise ValueError("tile_size must be a multiple of 8 (>= 64) and tile_overlap in [0, tile_size / 2)")
@@ -81,7 +85,9 @@ class Fuser:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if method == NETWORK_METHOD:
             self.weights = Path(weights) if weights is not None else shipped_weights("fusion")
-            self.network = load_backend_network(self.weights, "FusionNet", backend=backend, device=self.device, quantize=quantize)
+            self.network = load_backend_network(
+                self.weights, "FusionNet", backend=backend, device=self.device, quantize=quantize, calibration=calibration
+            )
             if isinstance(self.network, torch.nn.Module):
                 self.network = self.network.to(memory_format=self.memory_format)
             self.baseline = None
@@ -92,7 +98,7 @@ class Fuser:
                 raise ValueError(f"unknown method {method!r}; choose {NETWORK_METHOD} or one of {', '.join(BASELINES)}")
             if weights is not None:
                 raise ValueError(f"{weights}: weights are for the {NETWORK_METHOD} network; the {method} baseline takes none")
-            if backend != "torch" or quantize:
+            if backend != "torch" or quantize or calibration:
                 raise ValueError(f"backend and quantize are for the {NETWORK_METHOD} network; the {method} baseline runs in NumPy")
             self.weights, self.network, self.baseline = None, None, BASELINES[method]
 
@@ -154,7 +160,7 @@ class Fuser:
                 raise ValueError(f"a batch holds pairs of one size: {ir.shape[1]}x{ir.shape[0]} after {irs[0].shape[1]}x{irs[0].shape[0]}")
         if self._is_tiled(irs[0].shape):
             return [self._fuse_large(ir, vis, grey) for ir, vis in zip(irs, viss)]
-        with torch.inference_mode():
+        with torch.inference_mode(), self._torch_glue_threads():
             ir_grey = torch.cat([infrared_to_grey(to_tensor(ir).to(self.device)) for ir in irs])
             lumas, chromas = zip(*(split_luma(to_tensor(vis).to(self.device)) for vis in viss))
             fused_y = self.fuse_luma(ir_grey, torch.cat(lumas))
@@ -177,13 +183,29 @@ class Fuser:
     def _is_tiled(self, shape: tuple[int, ...]) -> bool:
         return self.baseline is None and max(shape[:2]) > self.tile_size
 
+    @contextlib.contextmanager
+    def _torch_glue_threads(self):
+        """With the onnxruntime backend, run PyTorch's share (colour conversion, padding, blending)
+        on one thread. PyTorch's OpenMP workers otherwise busy-wait after each of these small ops
+        and take the CPUs from ONNX Runtime's threads; on 2 cores that cost the backend a third
+        of its speed-up (docs/onnx.md, Speed)."""
+        if self.backend != "onnxruntime":
+            yield
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
     def _fuse_large(self, ir: np.ndarray, vis: np.ndarray, grey: bool, out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`fuse` for a pair larger than a tile, in bounded memory: grey and luma are taken
         per tile and colour is put back per band of rows, so no full-size converted copy exists;
         memory is the inputs, the output, one fused luminance and one tile
         (``benchmarks/peak_memory.py``). ``out`` may be ``vis`` itself, saving the output's copy."""
         height, width = ir.shape[:2]
-        with torch.inference_mode():
+        with torch.inference_mode(), self._torch_glue_threads():
             ir_t, vis_t = to_tensor(ir).to(self.device), to_tensor(vis).to(self.device)
             colour = not grey and vis_t.shape[1] == 3 and not has_equal_channels(vis_t)
             fused_y = self._run_tiled(ir_t, vis_t, torch.empty(height, width, device=self.device))

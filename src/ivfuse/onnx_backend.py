@@ -17,6 +17,7 @@ imported only when this backend is used.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
@@ -29,6 +30,7 @@ import warnings
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +40,9 @@ from .serialization import WeightsError, load_network, shipped_weights
 
 BACKENDS = ("torch", "onnxruntime")
 QUANTIZE_MODES = ("int8",)
+# Pairs whose activation ranges set the int8 scales; calibration histograms every activation
+# of each pair, so a 640x480 pair costs one to three seconds of export time.
+CALIBRATION_PAIRS = 16
 # Opset 17: every exported op is in it, the TorchScript exporter writes it, and onnxruntime
 # runs it from 1.14 on, well below the 1.18 the extra asks for.
 ONNX_OPSET = 17
@@ -114,7 +119,13 @@ def _export_form(network: torch.nn.Module) -> torch.nn.Module:
     return network
 
 
-def export_onnx(network: torch.nn.Module, path: str | os.PathLike | None = None, *, quantize: str | None = None) -> bytes:
+def export_onnx(
+    network: torch.nn.Module,
+    path: str | os.PathLike | None = None,
+    *,
+    quantize: str | None = None,
+    calibration: str | os.PathLike | None = None,
+) -> bytes:
     """The network as a checked ONNX model, written atomically to ``path`` when given.
 
     The graph is the network's ``forward``, its gradient blocks' Sobel magnitude written as
@@ -128,15 +139,20 @@ def export_onnx(network: torch.nn.Module, path: str | os.PathLike | None = None,
     Args:
         network: a ``FusionNet`` or ``SegmentationNet`` (e.g. from :func:`ivfuse.serialization.load_network`).
         path: file to write, or ``None`` to return the bytes only.
-        quantize: ``"int8"``: dynamic int8 quantisation of the weights of convolutions and matrix
-            products (smaller, with a quality cost measured in docs/onnx.md), or ``None``.
+        quantize: ``"int8"``: static int8 quantisation of the convolutions below the input
+            resolution (:func:`_quantize_int8`; speed and quality cost in docs/onnx.md), or ``None``.
+        calibration: with ``quantize``: a folder holding ``ir/`` and ``vi/`` image pairs (matched
+            by stem) whose activation ranges set the int8 scales; use training pairs, never the
+            pairs you evaluate on. ``FusionNet`` only.
 
     Returns:
         The serialised ONNX model.
 
     Raises:
         BackendUnavailableError: ``onnx`` (or, for ``quantize``, ``onnxruntime``) is not installed.
-        ValueError: not an ivfuse network, or an unknown ``quantize``.
+        ValueError: not an ivfuse network, an unknown ``quantize``, ``quantize`` without
+            ``calibration`` (or the reverse, or for ``SegmentationNet``), a calibration folder without pairs.
+        ImageReadError: a calibration image cannot be read.
 
     Example:
         >>> from ivfuse.models import FusionNet
@@ -148,6 +164,10 @@ def export_onnx(network: torch.nn.Module, path: str | os.PathLike | None = None,
         raise ValueError(f"cannot export {name}: expected FusionNet or SegmentationNet")
     if quantize not in (None, *QUANTIZE_MODES):
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES} or None, got {quantize!r}")
+    if (quantize is None) != (calibration is None):
+        raise ValueError("int8 quantisation needs calibration pairs (a folder with ir/ and vi/), and calibration is for int8 only")
+    if quantize and name != "FusionNet":
+        raise ValueError(f"int8 quantisation is for FusionNet, not {name}")
     inputs, output = _INPUTS[name], _OUTPUT[name]
     channels = {"ir": 1, "vis_y": 1, "image": 3}
     device = next(network.parameters()).device
@@ -169,26 +189,103 @@ def export_onnx(network: torch.nn.Module, path: str | os.PathLike | None = None,
     onnx.checker.check_model(model, full_check=True)
     data = model.SerializeToString()
     if quantize:
-        data = _quantize_int8(data)
+        data = _quantize_int8(data, calibration_feeds(calibration, size_multiple))
     if path is not None:
         with atomic_write(path) as stream:
             stream.write(data)
     return data
 
 
-def _quantize_int8(model: bytes) -> bytes:
-    """Dynamic int8 quantisation: weights stored as int8, activations quantised per run."""
+def calibration_feeds(folder: str | os.PathLike, size_multiple: int = 8) -> list[dict[str, np.ndarray]]:
+    """Fusion network inputs of up to :data:`CALIBRATION_PAIRS` pairs of ``folder/ir`` and ``folder/vi``.
+
+    Pairs are taken evenly spaced over the name-sorted listing, so a folder of a whole data set
+    is sampled across its scenes (MSRS: day and night). Each is prepared as :class:`ivfuse.Fuser`
+    prepares a pair for the network: IR to one grey channel, visible to BT.601 luma, at most
+    1024 pixels a side (the size of ``Fuser``'s tiles, top-left crop), reflect-padded to a
+    multiple of ``size_multiple``.
+
+    Returns:
+        One feed per pair: ``{"ir": (1, 1, H, W), "vis_y": (1, 1, H, W)}`` float32 in ``[0, 1]``.
+
+    Raises:
+        ValueError: ``folder`` holds no ``ir``/``vi`` pairs.
+        ImageReadError: an image cannot be read, or a pair's sizes differ.
+    """
+    from .color import infrared_to_grey, rgb_to_luma, to_tensor
+    from .io import find_pairs, read_pair
+
+    folder = Path(folder)
+    pairs = find_pairs(folder / "ir", folder / "vi").pairs if (folder / "ir").is_dir() and (folder / "vi").is_dir() else []
+    if not pairs:
+        raise ValueError(f"{folder}: no calibration pairs (expected ir/ and vi/ folders with images of matching names)")
+    step = len(pairs) / min(len(pairs), CALIBRATION_PAIRS)
+    feeds = []
+    for index in range(min(len(pairs), CALIBRATION_PAIRS)):
+        _, ir_path, vis_path = pairs[int(index * step)]
+        ir, vis = read_pair(ir_path, vis_path)
+        tensors = [infrared_to_grey(to_tensor(ir)), rgb_to_luma(to_tensor(vis))]
+        tensors = [tensor[..., :1024, :1024] for tensor in tensors]
+        height, width = tensors[0].shape[-2:]
+        padding = (0, -width % size_multiple, 0, -height % size_multiple)
+        mode = "reflect" if padding[3] < height and padding[1] < width else "replicate"
+        feeds.append({name: F.pad(tensor, padding, mode=mode).contiguous().numpy() for name, tensor in zip(_INPUTS["FusionNet"], tensors)})
+    return feeds
+
+
+def _full_resolution_convolutions(model: bytes) -> list[str]:
+    """Names of the Conv nodes whose output has the input's height and width (fusion graph)."""
+    onnx = _import("onnx")
+    ort = _import("onnxruntime")
+    graph = onnx.load_from_string(model)
+    convolutions = [node for node in graph.graph.node if node.op_type == "Conv"]
+    graph.graph.output.extend(onnx.helper.make_empty_tensor_value_info(node.output[0]) for node in convolutions)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    sample = np.zeros((1, 1, 64, 64), np.float32)
+    outputs = session.run([node.output[0] for node in convolutions], {name: sample for name in _INPUTS["FusionNet"]})
+    return [node.name for node, value in zip(convolutions, outputs) if value.shape[-2:] == sample.shape[-2:]]
+
+
+def _quantize_int8(model: bytes, feeds: list[dict[str, np.ndarray]]) -> bytes:
+    """Static int8 quantisation (QDQ) of the fusion graph, activation ranges from ``feeds``.
+
+    Convolutions get int8 weights per output channel and uint8 activations with fixed scales,
+    which ONNX Runtime runs as integer convolutions. The scales span the 0.001 to 99.999
+    percentiles of each activation over ``feeds`` rather than its min and max: on MSRS training
+    pairs not used for calibration, that put the outputs closer to float32 (PSNR). Kept float32:
+    convolutions at the input resolution (1 to 8 channels: integer kernels gain nothing there,
+    and they write the fine detail, where 8 bits cost most) and everything that is not a
+    convolution (the attention's products and softmax, normalisation, the blend), whose
+    quantisation made the graph slower (docs/onnx.md, "What was tried").
+    """
     _import("onnxruntime")
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._feeds = iter(feeds)
+
+        def get_next(self):
+            return next(self._feeds, None)
 
     quantizer_log = logging.getLogger()  # the quantiser advises on the root logger; not the user's concern
     level = quantizer_log.level
     quantizer_log.setLevel(logging.ERROR)
+    # The percentile calibrator prints its progress on stdout, where the CLI reports.
     try:
-        with tempfile.TemporaryDirectory(prefix="ivfuse-onnx-") as folder:
-            source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
+        with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory(prefix="ivfuse-onnx-") as folder:
+            source, prepared, target = (Path(folder) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
             source.write_bytes(model)
-            quantize_dynamic(source, target, weight_type=QuantType.QUInt8)
+            # Shape inference and constant folding first, as the quantiser's documentation asks.
+            quant_pre_process(source, prepared)
+            quantize_static(
+                prepared, target, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                nodes_to_exclude=_full_resolution_convolutions(prepared.read_bytes()), per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile,
+            )
             return target.read_bytes()
     finally:
         quantizer_log.setLevel(level)
@@ -288,20 +385,22 @@ def load_backend_network(
     backend: str = "torch",
     device: torch.device | str = "cpu",
     quantize: str | None = None,
+    calibration: str | os.PathLike | None = None,
     threads: int | None = None,
 ) -> torch.nn.Module | OnnxNetwork:
     """The network ``expected`` (``"FusionNet"`` or ``"SegmentationNet"``) for a backend.
 
     ``backend="torch"``: the ``.safetensors`` file as a torch module in eval mode on ``device``.
     ``backend="onnxruntime"``: an :class:`OnnxNetwork`, from an ``.onnx`` file written by
-    :func:`export_onnx`, or exported in memory from a ``.safetensors`` file. ``weights=None``
-    uses the shipped weights.
+    :func:`export_onnx`, or exported in memory from a ``.safetensors`` file (``quantize`` and
+    ``calibration`` as in :func:`export_onnx`). ``weights=None`` uses the shipped weights.
 
     Raises:
         WeightsError: missing or unreadable file, wrong network, an ``.onnx`` file for the torch
             backend (one line naming the file).
         BackendUnavailableError: ``onnxruntime`` asked for but not installed.
-        ValueError: unknown backend, ``quantize`` with the torch backend, CUDA with onnxruntime.
+        ValueError: unknown backend, ``quantize`` or ``calibration`` with the torch backend or an
+            ``.onnx`` file, CUDA with onnxruntime; as :func:`export_onnx` for ``quantize``.
 
     Example:
         >>> network = load_backend_network(None, "FusionNet", backend="onnxruntime")
@@ -313,8 +412,8 @@ def load_backend_network(
     path = Path(weights) if weights is not None else shipped_weights(_SHIPPED[expected])
     is_onnx = path.suffix.lower() == ".onnx"
     if backend == "torch":
-        if quantize:
-            raise ValueError(f"quantize={quantize!r} is for the onnxruntime backend")
+        if quantize or calibration:
+            raise ValueError("quantize and calibration are for the onnxruntime backend")
         if is_onnx:
             raise WeightsError(f"{path}: an ONNX model runs with the onnxruntime backend only (--backend onnxruntime)")
         return load_network(path, expected=expected).to(device)
@@ -322,12 +421,12 @@ def load_backend_network(
         raise ValueError(f"the onnxruntime backend runs on the CPU, not {device}; use the torch backend for CUDA")
     _import("onnxruntime")
     if not is_onnx:
-        model = export_onnx(load_network(path, expected=expected), quantize=quantize)
+        model = export_onnx(load_network(path, expected=expected), quantize=quantize, calibration=calibration)
     else:
         if not path.is_file():
             raise WeightsError(f"{path}: ONNX file not found")
-        if quantize:
-            raise ValueError(f"{path}: quantise when exporting (ivfuse export --quantize {quantize}), not when loading")
+        if quantize or calibration:
+            raise ValueError(f"{path}: quantise when exporting (ivfuse export --quantize int8 --calibration DIR), not when loading")
         model = path.read_bytes()
     network = OnnxNetwork(model, source=str(path), threads=threads)
     if network.network_name != expected:
