@@ -11,6 +11,8 @@ sets (MSRS/test, TNO/test, RoadScene dev) are never touched.
 
 Prints one table per pair set (mean over its pairs of Qabf, EN, PSNR, SF, SD, VIF, Nabf, as
 ``ivfuse eval`` computes them on 8-bit grey levels) and writes every pair's scores to ``--out``.
+All of :data:`TARGETS` take about 15 minutes on one core; the tables and what each name means
+are in docs/fusion_objective.md.
 """
 
 from __future__ import annotations
@@ -22,28 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ivfuse.io import find_pairs, read_image
+from ivfuse.losses import ContentWeights, intensity_target
+from ivfuse.losses import gaussian_blur as blur
 from ivfuse.metrics import compute_all, to_gray255
+from ivfuse.models.fusion import sobel_magnitude as sobel
 
 METRICS = ["Qabf", "EN", "PSNR", "SF", "SD", "VIF", "Nabf"]
-
-
-def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur, reflect-padded, of a ``(1, 1, H, W)`` image (sigma in pixels)."""
-    radius = max(1, int(3 * sigma))
-    taps = torch.exp(-(torch.arange(-radius, radius + 1, dtype=x.dtype) ** 2) / (2 * sigma**2))
-    taps = taps / taps.sum()
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, taps.view(1, 1, 1, -1))
-    return F.conv2d(x, taps.view(1, 1, -1, 1))
-
-
-def sobel(x: torch.Tensor) -> torch.Tensor:
-    from ivfuse.models.fusion import sobel_magnitude
-
-    return sobel_magnitude(x)
 
 
 def local_stretch(x: torch.Tensor, sigma: float, gain: float) -> torch.Tensor:
@@ -64,8 +52,15 @@ def salient_mix(ir: torch.Tensor, vis: torch.Tensor, sigma: float = 16.0, tau: f
     return weight * torch.maximum(ir, vis) + (1 - weight) * (ir + vis) / 2
 
 
-def _mix(ir, vis, share):
+def _mix(ir: torch.Tensor, vis: torch.Tensor, share: float) -> torch.Tensor:
+    """``(1 - share) max + share mean`` of the sources."""
     return (1 - share) * torch.maximum(ir, vis) + share * (ir + vis) / 2
+
+
+def loss_target(share: float, sigma: float, level: float, max_gain: float, sd_gain: float = 0.0):
+    """The content loss's own target (:func:`ivfuse.losses.intensity_target`) with these settings."""
+    weights = ContentWeights(mean_share=share, contrast_sigma=sigma, contrast_level=level, max_gain=max_gain, sd_gain=sd_gain)
+    return lambda ir, vis: intensity_target(ir, vis, weights)
 
 
 #: name -> function of (ir, vis), both (1, 1, H, W) float in [0, 1]; the result is clamped and
@@ -84,6 +79,25 @@ TARGETS = {
     "salient_mix": salient_mix,
     "salient_mix_lstretch1.5_s32": lambda ir, vis: local_stretch(salient_mix(ir, vis), 32, 1.5),
     "mix0.5_lstretch1.4_s32_detail0.5": lambda ir, vis: detail_boost(ir, vis, local_stretch(_mix(ir, vis, 0.5), 32, 1.4), 0.5),
+    "mix0.25": lambda ir, vis: _mix(ir, vis, 0.25),
+    "mix0.25_adapt_s32_c0.12_g2": loss_target(0.25, 32, 0.12, 2),
+    "mix0.25_adapt_s32_c0.08_g2": loss_target(0.25, 32, 0.08, 2),
+    "mix0.25_adapt_s16_c0.10_g2": loss_target(0.25, 16, 0.10, 2),
+    "mix0.5_adapt_s32_c0.12_g2": loss_target(0.5, 32, 0.12, 2),
+    "mix0.5_adapt_s32_c0.16_g2": loss_target(0.5, 32, 0.16, 2),
+    "mix0.5_adapt_s32_c0.12_g1.5": loss_target(0.5, 32, 0.12, 1.5),
+    "mix0.5_adapt_s64_c0.15_g2": loss_target(0.5, 64, 0.15, 2),
+    "max_adapt_s32_c0.08_g2": loss_target(0.0, 32, 0.08, 2),
+    "mix0.1_adapt_s32_c0.08_g2": loss_target(0.1, 32, 0.08, 2),
+    "mix0.1_adapt_s32_c0.10_g2": loss_target(0.1, 32, 0.10, 2),
+    "mix0.15_adapt_s64_c0.10_g2": loss_target(0.15, 64, 0.10, 2),
+    "mix0.25_sd": loss_target(0.25, 32, 0.0, 2, sd_gain=1.0),
+    "mix0.25_sd1.1": loss_target(0.25, 32, 0.0, 2, sd_gain=1.1),
+    "mix0.25_sd1.2": loss_target(0.25, 32, 0.0, 2, sd_gain=1.2),
+    "mix0.4_sd1.1": loss_target(0.4, 32, 0.0, 2, sd_gain=1.1),
+    "mix0.4_sd1.2": loss_target(0.4, 32, 0.0, 2, sd_gain=1.2),
+    "mix0.5_sd1.2": loss_target(0.5, 32, 0.0, 2, sd_gain=1.2),
+    "mix0.25_sd_adapt_s32_c0.08_g2": loss_target(0.25, 32, 0.08, 2, sd_gain=1.0),
 }
 
 
@@ -100,12 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/datasets", type=Path)
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated names of TARGETS")
+    parser.add_argument("--sets", default="MSRS/train,RoadScene/train-split", help="comma-separated pair sets to score")
     parser.add_argument("--out", default="runs/content_targets.csv", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     names = args.targets.split(",")
     rows = []
     for set_name, pairs in pair_sets(args.data).items():
+        if set_name not in args.sets.split(","):
+            continue
         scores = {name: [] for name in names}
         for stem, ir_path, vis_path in pairs:
             ir_grey, vis_grey = to_gray255(read_image(ir_path)), to_gray255(read_image(vis_path))

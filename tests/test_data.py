@@ -48,3 +48,22 @@ def test_object_crops_contain_an_object():
     assert all((crop == 7).any() for crop in labels)
     _, uniform = draw_crops([frame], 16, Augment(crop_size=32, scale_range=(1.0, 1.0)), seed=0, step=0)
     assert sum(bool((crop == 7).any()) for crop in uniform) < 8
+
+
+def test_per_modality_jitter_draws_each_plane_separately_and_is_off_by_default():
+    from ivfuse.data import jitter_planes
+
+    image = torch.full((4, 16, 16), 0.5)
+    image[:, :, :8] = 0.25  # some contrast for the contrast jitter to act on
+    alike = jitter_planes(image, [1, 3], Augment(contrast=0.5, gamma=0.5), torch.Generator().manual_seed(1))
+    separate = jitter_planes(image, [1, 3], Augment(contrast=0.5, gamma=0.5, per_modality=True), torch.Generator().manual_seed(1))
+    assert torch.equal(alike[0], alike[1])  # one draw for all planes
+    assert not torch.equal(separate[0], separate[1]) and torch.equal(separate[1], separate[3])
+
+
+def test_blur_smooths_each_plane():
+    from ivfuse.data import jitter_planes
+
+    image = torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(0))
+    blurred = jitter_planes(image, [1, 3], Augment(blur=3.0), torch.Generator().manual_seed(0))
+    assert blurred.shape == image.shape and blurred.diff(dim=-1).abs().mean() < image.diff(dim=-1).abs().mean()

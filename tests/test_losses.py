@@ -135,3 +135,73 @@ def test_content_loss_over_a_mask_counts_only_its_pixels():
     exact_right = torch.where(left, fused, torch.maximum(ir, vis_y))
     assert content_loss(exact_right, ir, vis_y, weights, mask=~left)[1]["intensity"] == 0.0
     assert content_loss(exact_right, ir, vis_y, weights, mask=left)[1]["intensity"] > 0.0
+
+
+def test_intensity_target_defaults_to_the_max_and_the_default_loss_is_unchanged():
+    from ivfuse.losses import ContentWeights, content_loss, intensity_target
+
+    torch.manual_seed(0)
+    fused, ir, vis_y = (torch.rand(2, 1, 24, 24) for _ in range(3))
+    assert torch.equal(intensity_target(ir, vis_y, ContentWeights()), torch.maximum(ir, vis_y))
+    _, parts = content_loss(fused, ir, vis_y, ContentWeights(ssim=0.5))
+    assert parts["intensity"] == pytest.approx(F.l1_loss(fused, torch.maximum(ir, vis_y)).item(), rel=1e-6)
+
+
+def test_mean_share_moves_the_target_from_the_max_to_the_mean():
+    from ivfuse.losses import ContentWeights, intensity_target
+
+    ir, vis_y = torch.full((1, 1, 8, 8), 0.8), torch.full((1, 1, 8, 8), 0.2)
+    assert torch.allclose(intensity_target(ir, vis_y, ContentWeights(mean_share=1.0)), torch.full_like(ir, 0.5))
+    assert torch.allclose(intensity_target(ir, vis_y, ContentWeights(mean_share=0.25)), torch.full_like(ir, 0.725))
+
+
+def test_contrast_gain_stretches_low_contrast_areas_only_up_to_max_gain():
+    from ivfuse.losses import ContentWeights, intensity_target
+
+    # Left half a faint stripe pattern (std 0.02), right half a strong one (std 0.3).
+    column = torch.arange(64) % 2 * 2 - 1.0
+    image = 0.5 + torch.where(torch.arange(64) < 32, 0.02, 0.3) * column
+    ir = image.expand(1, 1, 64, 64).contiguous()
+    weights = ContentWeights(contrast_level=0.1, contrast_sigma=2.0, max_gain=2.0)
+    target = intensity_target(ir, torch.zeros_like(ir), weights)
+    faint = (target - 0.5)[..., 24:40, 4:24].abs().mean() / 0.02
+    strong = (target - 0.5)[..., 24:40, 40:60].abs().mean() / 0.3
+    assert faint == pytest.approx(2.0, rel=0.05)  # capped at max_gain
+    assert strong == pytest.approx(1.0, rel=0.05)  # already above the level: kept
+
+
+def test_a_stretched_target_raises_the_texture_goal_above_the_sources():
+    from ivfuse.losses import ContentWeights, intensity_target, texture_loss
+    from ivfuse.models.fusion import sobel_magnitude
+
+    torch.manual_seed(0)
+    ir, vis_y = 0.5 + 0.02 * torch.randn(2, 1, 1, 32, 32)
+    target = intensity_target(ir, vis_y, ContentWeights(contrast_level=0.1, contrast_sigma=4.0))
+    # Against a flat image the loss is the mean goal: with the stretched target it is higher.
+    flat = torch.zeros_like(ir)
+    assert texture_loss(flat, ir, vis_y, target=target) > 1.2 * texture_loss(flat, ir, vis_y)
+    assert sobel_magnitude(target).mean() > torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_y)).mean()
+
+
+def test_content_weights_refuse_targets_out_of_range():
+    from ivfuse.losses import ContentWeights
+
+    for bad in (dict(mean_share=1.5), dict(sd_gain=-1.0), dict(contrast_level=-0.1), dict(max_gain=0.5), dict(contrast_sigma=0.0)):
+        with pytest.raises(ValueError):
+            ContentWeights(**bad)
+
+
+def test_sd_gain_gives_the_mixed_target_the_max_s_contrast_back():
+    from ivfuse.losses import ContentWeights, intensity_target
+
+    torch.manual_seed(0)
+    ir, vis_y = torch.rand(2, 2, 1, 32, 32)
+    plain_max = torch.maximum(ir, vis_y)
+    mixed = intensity_target(ir, vis_y, ContentWeights(mean_share=0.25))
+    for gain in (1.0, 1.2):
+        target = intensity_target(ir, vis_y, ContentWeights(mean_share=0.25, sd_gain=gain))
+        assert torch.allclose(target.std(dim=(-2, -1)), gain * plain_max.std(dim=(-2, -1)), rtol=1e-5)  # per image
+        assert torch.allclose(target.mean(dim=(-2, -1)), mixed.mean(dim=(-2, -1)), atol=1e-6)  # about the mix's mean
+    # Without a mean share it stretches the max itself.
+    stretched = intensity_target(ir, vis_y, ContentWeights(sd_gain=1.1))
+    assert torch.allclose(stretched.std(dim=(-2, -1)), 1.1 * plain_max.std(dim=(-2, -1)), rtol=1e-5)

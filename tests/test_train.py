@@ -254,7 +254,7 @@ def test_validation_pairs_are_held_out_of_training():
     assert not {s.name for s in held} & {s.name for s in kept} and len(kept) + 2 == len(samples)
 
 
-@pytest.mark.parametrize("name", ["content.toml", "semantic.toml", "tiny.toml"])
+@pytest.mark.parametrize("name", ["content.toml", "content_v2.toml", "semantic.toml", "tiny.toml"])
 def test_shipped_configs_load(name):
     config = training.load_config(REPO / "configs" / name)
     assert training.plan_phases(config.schedule)
@@ -418,3 +418,17 @@ def test_salience_gain_trains_under_torchrun_with_the_rest_frozen(tmp_path):
     assert len(digests) == 2 and digests[0] == digests[1]
     start, end = load_network(initial).state_dict(), load_network(out / "fusion.safetensors").state_dict()
     assert all(torch.equal(start[key], end[key]) for key in start)
+
+
+def test_train_lists_keep_only_the_listed_pairs_of_their_folder(tmp_path):
+    listing = tmp_path / "RoadScene_train.txt"
+    listing.write_text("FLIR_00018\n")
+    data = training.DataConfig(root=str(TINY_DATA), train=("MSRS", "RoadScene"), train_lists=("", str(listing)))
+    names = [sample.name for sample in training.training_pairs(data, TINY_DATA)]
+    assert names[-1] == "tiny/RoadScene/FLIR_00018" and not any("FLIR_00006" in name for name in names)
+    assert sum("/MSRS/" in name for name in names) == 6  # "" keeps every pair of its folder
+    listing.write_text("FLIR_00018 FLIR_99999\n")
+    with pytest.raises(ValueError, match="FLIR_99999"):
+        training.training_pairs(data, TINY_DATA)
+    with pytest.raises(ValueError, match="one file"):
+        training.DataConfig(train=("MSRS", "RoadScene"), train_lists=("a.txt",))

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import kornia
 import torch
 import torch.nn.functional as F
 
@@ -131,6 +132,11 @@ class Augment:
     added), ``gamma`` (exponent ``exp(± gamma)``), ``noise`` (Gaussian, standard deviation up to
     ``noise``). Night frames are dark and low in contrast, day frames bright: the jitter teaches
     the segmentation network shapes rather than the lighting of the 140-odd training frames.
+    ``per_modality``: for pairs, draw that jitter separately for the IR plane and the visible
+    planes (other sensors differ in contrast, gamma and noise per camera, not alike), and
+    ``blur`` (Gaussian, sigma up to ``blur`` pixels of the crop, drawn per plane) on top; see
+    :func:`jitter_planes`. A grey visible camera (TNO) needs no option of its own: the fusion
+    network sees only the visible luminance, which a grey image has unchanged.
     """
 
     crop_size: int = 192
@@ -141,9 +147,11 @@ class Augment:
     brightness: float = 0.0
     gamma: float = 0.0
     noise: float = 0.0
+    per_modality: bool = False
+    blur: float = 0.0
 
     def __post_init__(self):
-        for name in ("contrast", "brightness", "gamma", "noise"):
+        for name in ("contrast", "brightness", "gamma", "noise", "blur"):
             if getattr(self, name) < 0:
                 raise ValueError(f"[augment] {name} must be >= 0, not {getattr(self, name)}")
         if not 0 <= self.object_crops <= 1:
@@ -220,6 +228,8 @@ def _augment(sample: Sample | LabelledImage, augment: Augment, generator: torch.
         label = F.interpolate(label, size=(augment.crop_size,) * 2, mode="nearest")[0, 0].long()
     if augment.flip and bool(torch.rand((), generator=generator) < 0.5):
         image, label = image.flip(-1), label.flip(-1)
+    if augment.per_modality or augment.blur:
+        return jitter_planes(image, [plane.shape[0] for plane in planes], augment, generator).clamp(0, 1), label
     return photometric_jitter(image, augment, generator).clamp(0, 1), label
 
 
@@ -265,3 +275,42 @@ def photometric_jitter(image: torch.Tensor, augment: Augment, generator: torch.G
     if augment.noise:
         image = image + augment.noise * float(torch.rand((), generator=generator)) * torch.randn(image.shape, generator=generator)
     return image
+
+
+def jitter_planes(image: torch.Tensor, channels: Sequence[int], augment: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Photometric jitter and blur of each plane of a crop, drawn separately per plane.
+
+    With ``augment.per_modality`` each plane (for pairs: IR, then the visible RGB) gets its own
+    :func:`photometric_jitter`, otherwise one draw is applied to all planes alike; then each plane
+    is blurred with a Gaussian of sigma drawn uniformly in ``[0, augment.blur]`` (none at 0).
+
+    Args:
+        image: ``(C, S, S)`` float in ``[0, 1]``, the planes stacked along channels.
+        channels: each plane's channel count, summing to ``C`` (pairs: ``[1, 3]``).
+        augment: the amounts.
+        generator: draws the random values.
+
+    Returns:
+        ``(C, S, S)`` float, not clamped.
+
+    Example:
+        >>> image = torch.rand(4, 16, 16)
+        >>> jitter_planes(image, [1, 3], Augment(per_modality=True, blur=1.0), torch.Generator()).shape
+        torch.Size([4, 16, 16])
+    """
+    if augment.per_modality:
+        planes = [photometric_jitter(plane, augment, generator) for plane in image.split(list(channels))]
+    else:
+        planes = list(photometric_jitter(image, augment, generator).split(list(channels)))
+    if augment.blur:
+        planes = [_random_blur(plane, augment.blur, generator) for plane in planes]
+    return torch.cat(planes)
+
+
+def _random_blur(plane: torch.Tensor, most: float, generator: torch.Generator) -> torch.Tensor:
+    """``(C, S, S)`` blurred with a Gaussian of sigma uniform in ``[0, most]`` pixels."""
+    sigma = most * float(torch.rand((), generator=generator))
+    if sigma < 0.3:  # a Gaussian this narrow is (nearly) the identity: skip building it
+        return plane
+    radius = math.ceil(3 * sigma)
+    return kornia.filters.gaussian_blur2d(plane[None], (2 * radius + 1,) * 2, (sigma, sigma), border_type="reflect")[0]

@@ -21,8 +21,65 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return values[mask.expand_as(values)].mean()
 
 
-def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """L1 distance to the element-wise maximum of the sources: keeps hot targets and bright areas.
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)``, reflect-padded (radius ``3 sigma``, at most ``min(H, W) - 1``)."""
+    radius = max(1, min(math.ceil(3 * sigma), min(x.shape[-2:]) - 1))
+    taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device) ** 2 / (2 * sigma**2))
+    taps = (taps / taps.sum()).repeat(x.shape[1], 1, 1, 1)
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, taps.view(x.shape[1], 1, 1, -1), groups=x.shape[1])
+    return F.conv2d(x, taps.view(x.shape[1], 1, -1, 1), groups=x.shape[1])
+
+
+def intensity_target(ir: torch.Tensor, vis_y: torch.Tensor, weights: ContentWeights | None = None) -> torch.Tensor:
+    """The image the intensity loss pulls the fused Y to; ``(B, 1, H, W)`` float, not clamped.
+
+    Default: the element-wise maximum of the sources. Each setting (:class:`ContentWeights`)
+    changes it in turn:
+
+    * ``mean_share`` ``s`` mixes in the sources' mean, ``X = (1 - s) max + s mean``. PSNR is the
+      distance to both sources, i.e. to their mean (plus a constant), and the max alone sits half
+      the source difference away from it.
+    * ``sd_gain`` ``K`` (> 0) stretches ``X`` about its mean, per image, to ``K`` times the max's
+      standard deviation: mixing costs global contrast (SD, EN); ``K = 1`` gives it back, ``K > 1``
+      raises it above the max's, the cap the max sets on contrast.
+    * ``contrast_level`` ``c`` (> 0) stretches ``X`` about its local mean (Gaussian, sigma
+      ``contrast_sigma`` pixels) by ``clamp(c / local std, 1, max_gain)``: only areas of low
+      local contrast gain.
+
+    The measurements behind each: docs/fusion_objective.md.
+
+    Args:
+        ir, vis_y: ``(B, 1, H, W)`` float in ``[0, 1]``.
+        weights: the settings (default: the maximum).
+
+    Example:
+        >>> ir, vis = torch.rand(2, 1, 1, 16, 16)
+        >>> torch.equal(intensity_target(ir, vis), torch.maximum(ir, vis))
+        True
+    """
+    weights = weights or ContentWeights()
+    peak = torch.maximum(ir, vis_y)
+    target = peak
+    if weights.mean_share:
+        target = (1 - weights.mean_share) * peak + weights.mean_share * (ir + vis_y) / 2
+    if weights.sd_gain:
+        mean = target.mean(dim=(-2, -1), keepdim=True)
+        scale = weights.sd_gain * peak.std(dim=(-2, -1), keepdim=True) / target.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+        target = mean + scale * (target - mean)
+    if weights.contrast_level:
+        local_mean = gaussian_blur(target, weights.contrast_sigma)
+        local_std = gaussian_blur((target - local_mean) ** 2, weights.contrast_sigma).clamp_min(1e-6).sqrt()
+        gain = (weights.contrast_level / local_std).clamp(1, weights.max_gain)
+        target = local_mean + gain * (target - local_mean)
+    return target
+
+
+def intensity_loss(
+    fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, mask: torch.Tensor | None = None, target: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L1 distance to ``target`` (default: the element-wise maximum of the sources, which keeps hot
+    targets and bright areas; see :func:`intensity_target`).
 
     ``mask`` (``(B, 1, H, W)`` bool, optional; also for the other content losses): average over
     these pixels only, e.g. to measure the loss outside the pixels another term moves on purpose.
@@ -32,14 +89,20 @@ def intensity_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, m
         >>> float(intensity_loss(x, x, x))
         0.0
     """
-    target = torch.maximum(ir, vis_y)
+    target = torch.maximum(ir, vis_y) if target is None else target
     return F.l1_loss(fused, target) if mask is None else _masked_mean((fused - target).abs(), mask)
 
 
-def texture_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """L1 distance between Sobel magnitudes of the fused image and the stronger source edge."""
-    edges, target = sobel_magnitude(fused), torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_y))
-    return F.l1_loss(edges, target) if mask is None else _masked_mean((edges - target).abs(), mask)
+def texture_loss(
+    fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, mask: torch.Tensor | None = None, target: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L1 distance between Sobel magnitudes of the fused image and the stronger source edge, or,
+    with an intensity ``target`` given, the stronger of that and the target's own edge (so a
+    contrast-stretched target asks for edges above the sources' where it stretches)."""
+    edges, goal = sobel_magnitude(fused), torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_y))
+    if target is not None:
+        goal = torch.maximum(goal, sobel_magnitude(target))
+    return F.l1_loss(edges, goal) if mask is None else _masked_mean((edges - goal).abs(), mask)
 
 
 def ssim_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,11 +115,33 @@ def ssim_loss(fused: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, mask: 
 
 @dataclass(frozen=True)
 class ContentWeights:
-    """Weights of the content losses (see :func:`content_loss`)."""
+    """Weights of the content losses (see :func:`content_loss`) and the intensity target's settings.
+
+    ``mean_share`` (in ``[0, 1]``), ``sd_gain`` (0: off), ``contrast_level`` (a local standard
+    deviation, in ``[0, 1]`` units; 0: off), ``contrast_sigma`` (pixels), ``max_gain`` (``>= 1``):
+    see :func:`intensity_target`. At their defaults the target is the maximum of the sources,
+    the loss the one the shipped weights were trained with.
+    """
 
     intensity: float = 1.0
     texture: float = 10.0
     ssim: float = 0.0
+    mean_share: float = 0.0
+    sd_gain: float = 0.0
+    contrast_level: float = 0.0
+    contrast_sigma: float = 32.0
+    max_gain: float = 2.0
+
+    def __post_init__(self):
+        if not 0 <= self.mean_share <= 1 or min(self.sd_gain, self.contrast_level) < 0 or self.max_gain < 1 or self.contrast_sigma <= 0:
+            raise ValueError(f"[loss] mean_share must be in [0, 1], sd_gain and contrast_level >= 0, max_gain >= 1 and "
+                             f"contrast_sigma > 0, not {self.mean_share}, {self.sd_gain}, {self.contrast_level}, "
+                             f"{self.max_gain}, {self.contrast_sigma}")
+
+    @property
+    def plain_target(self) -> bool:
+        """Whether the intensity target is the plain maximum of the sources."""
+        return not (self.mean_share or self.sd_gain or self.contrast_level)
 
 
 def content_loss(
@@ -77,7 +162,9 @@ def content_loss(
         >>> sorted(parts)
         ['intensity', 'ssim', 'texture']
     """
-    terms = {"intensity": intensity_loss(fused, ir, vis_y, mask), "texture": texture_loss(fused, ir, vis_y, mask)}
+    # The plain max is passed as None so that the default loss is computed exactly as before.
+    target = None if weights.plain_target else intensity_target(ir, vis_y, weights)
+    terms = {"intensity": intensity_loss(fused, ir, vis_y, mask, target), "texture": texture_loss(fused, ir, vis_y, mask, target)}
     terms["ssim"] = ssim_loss(fused, ir, vis_y, mask) if weights.ssim else fused.new_zeros(())
     loss = sum(getattr(weights, name) * value for name, value in terms.items())
     return loss, {name: value.detach().item() for name, value in terms.items()}

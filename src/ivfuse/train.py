@@ -90,11 +90,42 @@ class DataConfig:
 
     ``validation_pairs`` labelled pairs are held out of training (spread evenly over the sorted
     labelled pairs, so day and night frames both appear) and scored after every round.
+    ``train_lists``: empty, or one entry per ``train`` folder: a text file (relative to ``root``)
+    of the pair names (file stems, whitespace-separated) to train on, or ``""`` for all of the
+    folder's pairs, e.g. ``RoadScene/splits/train.txt`` keeps RoadScene's dev names out.
     """
 
     root: str = "../shared/datasets"
     train: tuple[str, ...] = ("MSRS/train", "RoadScene/train")
     validation_pairs: int = 0
+    train_lists: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.train_lists and len(self.train_lists) != len(self.train):
+            raise ValueError(f"[data] train_lists must be empty or name one file (or \"\") per train folder ({len(self.train)})")
+
+
+def training_pairs(data: DataConfig, root: Path) -> list[Sample]:
+    """The pairs of every ``data.train`` folder under ``root``, kept to its ``train_lists`` names.
+
+    Raises:
+        ValueError: a list file is unreadable, or names a pair its folder does not hold.
+    """
+    samples = []
+    for index, folder in enumerate(data.train):
+        pairs = load_pairs([root / folder])
+        listing = data.train_lists[index] if data.train_lists else ""
+        if listing:
+            try:
+                names = set((root / listing).read_text(encoding="utf-8").split())
+            except OSError as error:
+                raise ValueError(f"[data] train_lists: cannot read {root / listing} ({error})") from None
+            missing = names - {sample.name.rsplit("/", 1)[-1] for sample in pairs}
+            if missing:
+                raise ValueError(f"[data] train_lists: {root / listing} names pairs not in {folder}: {', '.join(sorted(missing)[:5])}")
+            pairs = [sample for sample in pairs if sample.name.rsplit("/", 1)[-1] in names]
+        samples += pairs
+    return samples
 
 
 @dataclass(frozen=True)
@@ -412,7 +443,7 @@ def train(
     torch.manual_seed(run.seed)
 
     root = Path(data_root or config.data.root)
-    samples, validation = hold_out(load_pairs([root / folder for folder in config.data.train]), config.data.validation_pairs)
+    samples, validation = hold_out(training_pairs(config.data, root), config.data.validation_pairs)
     labelled = [sample for sample in samples if sample.label is not None]
     phases = plan_phases(schedule)
     total = {name: sum(p.steps for p in phases if p.network == name) for name in ("fusion", "segmentation")}
