@@ -254,7 +254,7 @@ def test_validation_pairs_are_held_out_of_training():
     assert not {s.name for s in held} & {s.name for s in kept} and len(kept) + 2 == len(samples)
 
 
-@pytest.mark.parametrize("name", ["content.toml", "content_v2.toml", "semantic.toml", "tiny.toml"])
+@pytest.mark.parametrize("name", ["content.toml", "content_v2.toml", "semantic.toml", "segmentation_fast.toml", "tiny.toml"])
 def test_shipped_configs_load(name):
     config = training.load_config(REPO / "configs" / name)
     assert training.plan_phases(config.schedule)
@@ -262,7 +262,7 @@ def test_shipped_configs_load(name):
 
 @pytest.mark.parametrize(
     "weights, config",
-    [("fusion_content.safetensors", "content.toml"), ("fusion.safetensors", "semantic.toml"), ("segmentation.safetensors", "semantic.toml")],
+    [("fusion_content.safetensors", "content.toml"), ("fusion.safetensors", "semantic.toml"), ("segmentation.safetensors", "segmentation_fast.toml")],
 )
 def test_shipped_weights_were_trained_with_the_shipped_config(weights, config):
     """The run config recorded in the weights' metadata is, key for key, what the config file says
