@@ -3,8 +3,8 @@
 The protocol fusion papers use to compare input kinds: for each kind (IR only, visible only, each
 fusion method's fused images), train the same :class:`~ivfuse.models.SegmentationNet` from
 scratch with the same budget on the labelled training frames, score it on the labelled test
-frames, and repeat for several seeds (the MSRS labelled test set has 43 frames: one seed is not
-enough to tell methods apart). This is the library behind ``ivfuse seg-bench``.
+frames, and repeat for several seeds (one seed is not enough to tell methods apart: persons are
+learned or not depending on the seed). This is the library behind ``ivfuse seg-bench``.
 
 * **Same frames for every kind.** A frame takes part when it has a label and a readable image of
   the right size in every kind's folder; any other labelled frame is left out for all kinds (and
