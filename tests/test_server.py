@@ -242,14 +242,15 @@ class _NotInstalled:
         return None
 
 
-def test_serve_without_the_extra_says_how_to_install(monkeypatch):
+@pytest.mark.parametrize("package", ["fastapi", "anyio"])  # anyio: what a fresh install without the extra misses first
+def test_serve_without_the_extra_says_how_to_install(monkeypatch, package):
     import ivfuse
 
-    # Forget the imported server module (and FastAPI), so that the command imports them again.
+    # Forget the imported server module (and the package), so that the command imports them again.
     monkeypatch.delattr(ivfuse, "server", raising=False)
-    for name in [name for name in sys.modules if name == "ivfuse.server" or name.split(".")[0] == "fastapi"]:
+    for name in [name for name in sys.modules if name == "ivfuse.server" or name.split(".")[0] == package]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(sys, "meta_path", [_NotInstalled("fastapi"), *sys.meta_path])
+    monkeypatch.setattr(sys, "meta_path", [_NotInstalled(package), *sys.meta_path])
     outcome = CliRunner().invoke(main, ["serve"])
     assert outcome.exit_code == 2
     assert outcome.output.strip().count("\n") == 0

@@ -219,10 +219,6 @@ def fuse_video(ir_path, vis_path, out_path, weights, backend, device, threads, b
     click.echo(report.summary())
 
 
-#: Packages of the ``serve`` extra; a missing one is reported with the install command.
-_SERVE_PACKAGES = {"fastapi", "starlette", "uvicorn", "python_multipart", "multipart"}
-
-
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; 0.0.0.0 exposes the demo to every network this machine is on (docs/web.md).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free one, printed at start).")
@@ -241,7 +237,9 @@ def serve(host, port, fusion_weights, seg_weights, backend, device, threads, wor
     try:
         from . import server
     except ImportError as error:
-        if error.name not in _SERVE_PACKAGES:
+        # ivfuse.server imports nothing third-party beyond the core dependencies but the extra and
+        # what the extra pulls in (anyio, starlette, ...): any other missing module is the extra's.
+        if error.name is None or error.name.split(".")[0] == "ivfuse":
             raise
         _fail(f'ivfuse serve needs the web server packages ({error.name} is not installed): pip install "ivfuse[serve]"')
     _set_threads(threads)
