@@ -109,3 +109,24 @@ def test_unknown_method_and_bad_tiles_are_refused():
         Fuser(tile_size=100)
     with pytest.raises(ValueError, match="weights are for the cdiim network; the gff baseline takes none"):
         Fuser("fusion.safetensors", method="gff")
+
+
+def test_one_torch_thread_restores_the_count_when_users_overlap():
+    from ivfuse.fuser import _OneTorchThread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one_thread = _OneTorchThread()
+        first, second = one_thread(), one_thread()
+        first.__enter__()
+        second.__enter__()
+        assert torch.get_num_threads() == 1
+        # The first user leaves while the second still runs: PyTorch stays on one thread, and the
+        # count both found is back once the last one leaves (not the 1 the second one saw).
+        first.__exit__(None, None, None)
+        assert torch.get_num_threads() == 1
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -183,21 +184,11 @@ class Fuser:
     def _is_tiled(self, shape: tuple[int, ...]) -> bool:
         return self.baseline is None and max(shape[:2]) > self.tile_size
 
-    @contextlib.contextmanager
     def _torch_glue_threads(self):
         """With the onnxruntime backend, run PyTorch's share (colour conversion, padding, blending)
-        on one thread. PyTorch's OpenMP workers otherwise busy-wait after each of these small ops
-        and take the CPUs from ONNX Runtime's threads; on 2 cores that cost the backend a third
-        of its speed-up (docs/onnx.md, Speed)."""
-        if self.backend != "onnxruntime":
-            yield
-            return
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
+        on one thread: PyTorch's OpenMP workers otherwise busy-wait after each of these small ops
+        and take the CPUs from ONNX Runtime's threads (docs/onnx.md, Speed)."""
+        return _one_torch_thread() if self.backend == "onnxruntime" else contextlib.nullcontext()
 
     def _fuse_large(self, ir: np.ndarray, vis: np.ndarray, grey: bool, out: np.ndarray | None = None) -> np.ndarray:
         """:meth:`fuse` for a pair larger than a tile, in bounded memory: grey and luma are taken
@@ -254,6 +245,38 @@ class Fuser:
         # The tiles form a grid of row starts x column starts, so their blend weights sum to a
         # product of a row and a column sum: dividing by both needs no full-size weight image.
         return total.div_(rows_weight[:, None]).div_(cols_weight[None, :])
+
+
+class _OneTorchThread:
+    """A context that runs PyTorch on one thread and restores the thread count afterwards.
+
+    ``torch.set_num_threads`` is process-wide, so concurrent users (the web server's workers)
+    share one save and restore: the first to enter saves the count, the last to leave restores
+    it. Saving and restoring per user would let an interleaving leave the process on one thread.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 1
+
+    @contextlib.contextmanager
+    def __call__(self):
+        with self._lock:
+            if self._users == 0:
+                self._saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    torch.set_num_threads(self._saved)
+
+
+_one_torch_thread = _OneTorchThread()
 
 
 def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
