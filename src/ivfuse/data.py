@@ -228,9 +228,7 @@ def _augment(sample: Sample | LabelledImage, augment: Augment, generator: torch.
         label = F.interpolate(label, size=(augment.crop_size,) * 2, mode="nearest")[0, 0].long()
     if augment.flip and bool(torch.rand((), generator=generator) < 0.5):
         image, label = image.flip(-1), label.flip(-1)
-    if augment.per_modality or augment.blur:
-        return jitter_planes(image, [plane.shape[0] for plane in planes], augment, generator).clamp(0, 1), label
-    return photometric_jitter(image, augment, generator).clamp(0, 1), label
+    return jitter_planes(image, [plane.shape[0] for plane in planes], augment, generator).clamp(0, 1), label
 
 
 def _object_pixel(label: torch.Tensor, generator: torch.Generator) -> tuple[int, int] | None:
