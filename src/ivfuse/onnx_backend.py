@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io import atomic_write
+from .io import atomic_write, first_line
 from .models.fusion import GradientResidualBlock
 from .serialization import WeightsError, load_network, shipped_weights
 
@@ -328,8 +328,7 @@ class OnnxNetwork:
         try:
             self.session = self._new_session({})
         except Exception as error:  # onnxruntime raises its own exception types for unreadable models
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise WeightsError(f"{source}: not a readable ONNX model ({reason})") from None
+            raise WeightsError(f"{source}: not a readable ONNX model ({first_line(error)})") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.network_name = metadata.get("network", "")
         if self.network_name not in _INPUTS:

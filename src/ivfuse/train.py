@@ -59,7 +59,7 @@ from tqdm import tqdm
 from .classes import IGNORE_INDEX, IOU_COLUMNS, NUM_CLASSES, OBJECT_CLASS_IDS
 from .color import merge_luma_rgb, split_luma
 from .data import Augment, Sample, draw_batch, load_pairs
-from .io import atomic_write, write_csv
+from .io import atomic_write, first_line, write_csv
 from .losses import (
     ContentWeights,
     SalientTargetConfig,
@@ -483,8 +483,7 @@ def train(
                 optimizer.load_state_dict(state[f"{name}_optimizer"])
             start = int(state["step"])
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
-            reason = str(error).strip().split("\n")[0]
-            raise WeightsError(f"{checkpoint_path}: its tensors do not fit the networks of this config ({reason})") from None
+            raise WeightsError(f"{checkpoint_path}: its tensors do not fit the networks of this config ({first_line(error)})") from None
     # The network being trained runs through its DDP wrapper (gradients are averaged across
     # processes); the frozen one is called directly, so DDP never waits for its gradients.
     trained = {"fusion": fusion, "segmentation": segmentation}
