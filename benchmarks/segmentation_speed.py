@@ -6,7 +6,7 @@ Each ``--weights`` file (default: the shipped ``segmentation.safetensors``) and 
 ``--config`` (its ``[segmentation]`` section, random weights: the speed does not depend on the
 values) is one row: median seconds of ``network(image)`` under ``torch.no_grad()`` on a
 ``(1, 3, 480, 640)`` tensor after one warm-up, parameters and multiply-accumulates of the
-convolutions. Issue 14's budget is 0.15 s on 2 threads.
+convolutions. The budget is 0.15 s on 2 threads.
 """
 
 from __future__ import annotations

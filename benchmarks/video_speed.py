@@ -8,7 +8,7 @@ MSRS test pairs in a temporary folder, then runs :func:`ivfuse.video.fuse_video`
 backends interleaved round by round so that load from other processes hits all of them alike.
 Model loading is excluded; everything from opening the clips to the renamed output file is in.
 Prints a Markdown table: median frames/s per backend over the rounds, each backend's ratio to
-the first, and the process's CPU time per frame (all threads). Target (issue 15): >= 6 frames/s
+the first, and the process's CPU time per frame (all threads). Target: >= 6 frames/s
 on a 2-core CPU with the onnxruntime backend. On a loaded machine the frame rate drops with the
 share of the CPU the job gets, but CPU time per frame hardly does, and a job that has the CPU to
 itself takes no longer than its CPU time (it never waits for disk or network): so

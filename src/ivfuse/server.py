@@ -49,7 +49,7 @@ from .io import ImageReadError, ImageTooLargeError, decode_image, encode_image, 
 from .metrics import HIGHER_IS_BETTER, compute_all, to_gray255
 from .segmenter import Segmenter, overlay
 
-#: The metrics the page shows (issue 15's "seed" metrics), in this order.
+#: The metrics the page shows (the six that fusion papers compare first), in this order.
 SEED_METRICS = ("Qabf", "EN", "PSNR", "SF", "SD", "VIF")
 #: Multipart file fields of the POST endpoints.
 FIELDS = ("ir", "vis")
