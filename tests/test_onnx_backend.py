@@ -64,8 +64,13 @@ def test_export_form_computes_what_the_network_computes():
     network = load_network(shipped_weights("fusion"))
     ir, vis = example("00055D.png")
     ir, vis_y = (torch.from_numpy(image[:96, :136].copy())[None, None] for image in (ir, vis[..., 1]))
+    export_form = _export_form(network)
+    # The rewrites are in place (else the comparison below would pass trivially).
+    assert type(export_form).__name__ == "_PairedStemFusionNet"
+    assert [type(stage).__name__ for stage in export_form.network.decode] == ["_SplitSkipStage"] * 3
+    assert export_form.network.decode[2].up is None and export_form.network.decode[1].up is not None  # 1x1 folded into reduce, 3x3 not
     with torch.inference_mode():
-        torch.testing.assert_close(_export_form(network)(ir, vis_y), network(ir, vis_y), atol=1e-5, rtol=0)
+        torch.testing.assert_close(export_form(ir, vis_y), network(ir, vis_y), atol=1e-5, rtol=0)
 
 
 def test_a_shape_run_again_gets_a_fixed_shape_session_with_the_same_output(fusion_onnx):

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .io import atomic_write, first_line
-from .models.fusion import GradientResidualBlock
+from .models.fusion import DecoderStage, FusionNet, GradientResidualBlock, SalienceGain
 from .serialization import WeightsError, load_network, shipped_weights
 
 BACKENDS = ("torch", "onnxruntime")
@@ -108,15 +108,165 @@ class _ConvSobelBlock(torch.nn.Module):
         return self.conv(x) + self.edge(functools.reduce(torch.add, parts))
 
 
+class _SplitSkipStage(torch.nn.Module):
+    """:class:`~ivfuse.models.fusion.DecoderStage` without its concatenation, for export only.
+
+    A convolution over ``[upsampled, *skips]`` is the sum of convolutions over each part, so the
+    stage convolves each part on its own and adds. In ONNX Runtime this saves a concatenation
+    and, at full resolution, the layout changes of the 8-channel skips (fewer channels than the
+    blocked layout's 16 are converted back and forth): about 5 ms of 60 at 640x480 (docs/onnx.md,
+    Speed). With a 1x1 convolution the upsampled part's convolution also moves before the
+    upsampling, into ``reduce``: bilinear upsampling is linear and keeps constants, so the
+    product of the two 1x1 convolutions gives the same values up to float rounding.
+
+    ``skip_channels`` regroups the stage's skips, e.g. ``(16,)`` for ``(8, 8)`` when the caller
+    passes the two skips already as one map.
+
+    Shape: as the stage, ``coarse (B, C_in, H/2, W/2)``, ``skips`` -> ``(B, C_out, H, W)``.
+    """
+
+    def __init__(self, stage: DecoderStage, skip_channels: tuple[int, ...] | None = None):
+        super().__init__()
+        convolution, self.activation = stage.conv
+        weight = convolution.weight.detach()
+        out_channels = weight.shape[0]
+        up_weight, *skip_weights = weight.split([out_channels, *(skip_channels or stage.skip_channels)], dim=1)
+        self.fold = convolution.kernel_size == (1, 1)
+        padding = convolution.padding
+        if self.fold:
+            self.reduce = torch.nn.Conv2d(stage.reduce.in_channels, out_channels, 1)
+            self.reduce.weight.data = torch.einsum("oc,ci->oi", up_weight[:, :, 0, 0], stage.reduce.weight.detach()[:, :, 0, 0])[..., None, None]
+            self.reduce.bias.data = up_weight[:, :, 0, 0] @ stage.reduce.bias.detach() + convolution.bias.detach()
+            self.up = None
+        else:
+            self.reduce = stage.reduce
+            self.up = _convolution(up_weight, convolution.bias.detach(), padding)
+        self.skips = torch.nn.ModuleList(_convolution(part, None, padding) for part in skip_weights)
+
+    def forward(self, coarse: torch.Tensor, skips: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x = F.interpolate(self.reduce(coarse), size=skips[0].shape[-2:], mode="bilinear", align_corners=False)
+        if self.up is not None:
+            x = self.up(x)
+        for convolution, skip in zip(self.skips, skips):
+            x = x + convolution(skip)
+        return self.activation(x)
+
+
+def _convolution(weight: torch.Tensor, bias: torch.Tensor | None, padding) -> torch.nn.Conv2d:
+    """A stride-1 ``Conv2d`` holding ``weight`` (and ``bias``)."""
+    convolution = torch.nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2:], padding=padding, bias=bias is not None)
+    convolution.weight.data = weight.clone()
+    if bias is not None:
+        convolution.bias.data = bias.clone()
+    return convolution
+
+
+class _SalienceGainSum(torch.nn.Module):
+    """:class:`~ivfuse.models.fusion.SalienceGain` with its one-channel 1x1 output convolution
+    written as a weighted sum over channels, for export only.
+
+    ONNX Runtime would compute a one-channel convolution output in its 16-channel blocked layout,
+    upsample all 16 channels to full resolution and convert the result back; the sum gives a
+    plain one-channel map, upsampled as one channel: about 1.4 ms of 53 at 640x480. Same values
+    up to float rounding.
+
+    Shape: as the gain, ``features (B, C, H/4, W/4)``, ``size (H, W)`` -> ``(B, 1, H, W)``.
+    """
+
+    def __init__(self, gain: SalienceGain):
+        super().__init__()
+        self.conv = gain.conv
+        self.register_buffer("weight", gain.out.weight.detach().clone().reshape(1, -1, 1, 1), persistent=False)
+        self.register_buffer("bias", gain.out.bias.detach().clone().reshape(1, 1, 1, 1), persistent=False)
+
+    def forward(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        gain = torch.sigmoid((self.conv(features) * self.weight).sum(dim=1, keepdim=True) + self.bias)
+        return F.interpolate(gain, size=size, mode="bilinear", align_corners=False)
+
+
+class _PairedStems(torch.nn.Module):
+    """Both modalities' :class:`~ivfuse.models.fusion.EdgeStem` in one convolution, for export only.
+
+    Each stem convolves ``[x, sobel_magnitude(x)]`` into ``C`` channels; here one convolution with
+    block-diagonal weights maps ``[ir, vis_y, rectified Sobel parts of both]`` (the Sobel
+    magnitude as in :class:`_ConvSobelBlock`, its weight repeated over its four parts) to
+    ``[ir0; vis0]``. With ``C = 8`` that is one map of 16 channels, ONNX Runtime's block size,
+    instead of two 8-channel maps that are each converted out of and back into the blocked
+    layout: about 2.5 ms of 57 at 640x480 (docs/onnx.md, Speed).
+
+    Shape: ``ir``, ``vis_y`` ``(B, 1, H, W)`` -> ``(B, 2C, H, W)``.
+    """
+
+    def __init__(self, stems):
+        super().__init__()
+        convolutions = [stem.conv[0] for stem in stems]
+        self.activation = stems[0].conv[1]
+        width = convolutions[0].out_channels
+        sobel = torch.zeros(8, 2, 3, 3)
+        weight = torch.zeros(2 * width, 2 + 8, 3, 3)
+        for index, convolution in enumerate(convolutions):
+            parts = slice(4 * index, 4 * index + 4)
+            sobel[parts, index] = _SOBEL_PARTS
+            outputs = slice(width * index, width * (index + 1))
+            weight[outputs, index] = convolution.weight.detach()[:, 0]
+            weight[outputs, 2 + 4 * index : 6 + 4 * index] = convolution.weight.detach()[:, 1:2].expand(-1, 4, -1, -1)
+        self.register_buffer("sobel", sobel.to(weight), persistent=False)
+        self.conv = _convolution(weight, torch.cat([convolution.bias.detach() for convolution in convolutions]), 1)
+
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([ir, vis_y], dim=1)
+        parts = F.relu(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.sobel))
+        return self.activation(self.conv(torch.cat([x, parts], dim=1)))
+
+
+class _PairedStemFusionNet(torch.nn.Module):
+    """A :class:`~ivfuse.models.FusionNet` whose full-resolution features are one map
+    ``[ir0; vis0]`` (:class:`_PairedStems`), for export only.
+
+    The encoders' next convolutions read their half of that map (zero weights on the other
+    half), and the full-resolution decoder stage takes it as its one skip; from there the
+    network's own :meth:`~ivfuse.models.FusionNet.decode_features` runs. Same outputs up to
+    float rounding.
+    """
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+        encoders = (network.encode_ir, network.encode_vis)
+        self.stems = _PairedStems([encoder.levels[0] for encoder in encoders])
+        width = self.stems.conv.out_channels // 2
+        for index, encoder in enumerate(encoders):
+            down = encoder.levels[1][0][0]  # the stride-2 convolution after the stem
+            weight = torch.zeros(down.out_channels, 2 * width, *down.kernel_size)
+            weight[:, width * index : width * (index + 1)] = down.weight.detach()
+            widened = torch.nn.Conv2d(2 * width, down.out_channels, down.kernel_size, down.stride, down.padding)
+            widened.weight.data, widened.bias.data = weight, down.bias.detach().clone()
+            encoder.levels[1][0][0] = widened
+        full = network.decode[2]
+        network.decode[2] = _SplitSkipStage(full, skip_channels=(sum(full.skip_channels),))
+
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        network = self.network
+        both0 = self.stems(ir, vis_y)
+        ir1, vis1 = network.encode_ir.levels[1](both0), network.encode_vis.levels[1](both0)
+        ir2, vis2 = network.encode_ir.levels[2](ir1), network.encode_vis.levels[2](vis1)
+        return network.decode_features((both0,), (ir1, vis1), ir2, vis2, ir, vis_y)
+
+
 def _export_form(network: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``network`` whose gradient blocks are :class:`_ConvSobelBlock`; same outputs."""
+    """A copy of ``network`` rewritten for ONNX Runtime, computing the same outputs up to float
+    rounding: gradient blocks as :class:`_ConvSobelBlock`, decoder stages as
+    :class:`_SplitSkipStage`, the salience gain as :class:`_SalienceGainSum`, and a fusion
+    network's two stems paired (:class:`_PairedStemFusionNet`)."""
     network = copy.deepcopy(network)
-    blocks = [name for name, module in network.named_modules() if isinstance(module, GradientResidualBlock)]
-    for name in blocks:
+    paired = _PairedStemFusionNet(network) if isinstance(network, FusionNet) else None
+    replacements = {GradientResidualBlock: _ConvSobelBlock, DecoderStage: _SplitSkipStage, SalienceGain: _SalienceGainSum}
+    found = [(name, module) for name, module in network.named_modules() if type(module) in replacements]
+    for name, module in found:
         parent, _, child = name.rpartition(".")
         owner = network.get_submodule(parent) if parent else network
-        setattr(owner, child, _ConvSobelBlock(getattr(owner, child)))
-    return network
+        setattr(owner, child, replacements[type(module)](module))
+    return paired or network
 
 
 def export_onnx(

@@ -150,22 +150,33 @@ class ModalityEncoder(nn.Module):
 
 
 class DecoderStage(nn.Module):
-    """Upsample the coarser map x2, concatenate the skip, convolve.
+    """Upsample the coarser map x2, concatenate the skips, convolve.
 
     ``kernel_size=1`` at full resolution, where a 3x3 convolution over all skips would cost more
     than the rest of the network; the head's 3x3 convolution then gives the spatial mixing.
+    The skips are passed separately (not pre-concatenated) so that an exported graph can
+    convolve each on its own and sum, which is the same convolution without the concatenation
+    (:func:`ivfuse.onnx_backend.export_onnx`).
 
-    Shape: ``coarse (B, C_in, H/2, W/2)``, ``skip (B, C_skip, H, W)`` -> ``(B, C_out, H, W)``.
+    Args:
+        coarse_channels: channels of the coarser map.
+        skip_channels: channels of each skip map, in the order they are passed.
+        out_channels: output channels.
+        kernel_size: of the convolution over ``[upsampled coarse, *skips]``.
+
+    Shape: ``coarse (B, C_in, H/2, W/2)``, ``skips`` a tuple of ``(B, C_skip_i, H, W)`` ->
+    ``(B, C_out, H, W)``.
     """
 
-    def __init__(self, coarse_channels: int, skip_channels: int, out_channels: int, kernel_size: int = 3):
+    def __init__(self, coarse_channels: int, skip_channels: tuple[int, ...], out_channels: int, kernel_size: int = 3):
         super().__init__()
+        self.skip_channels = tuple(skip_channels)
         self.reduce = nn.Conv2d(coarse_channels, out_channels, 1)
-        self.conv = _conv(out_channels + skip_channels, out_channels, kernel_size=kernel_size)
+        self.conv = _conv(out_channels + sum(self.skip_channels), out_channels, kernel_size=kernel_size)
 
-    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        upsampled = F.interpolate(self.reduce(coarse), size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.conv(torch.cat([upsampled, skip], dim=1))
+    def forward(self, coarse: torch.Tensor, skips: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        upsampled = F.interpolate(self.reduce(coarse), size=skips[0].shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([upsampled, *skips], dim=1))
 
 
 def infrared_local_contrast(ir: torch.Tensor, window: int = 31) -> torch.Tensor:
@@ -245,7 +256,9 @@ class FusionNet(nn.Module):
         self.interact = nn.ModuleList(
             [CrossDomainInteraction(w[2], config.kv_strides[0], **parts), CrossDomainInteraction(w[3], config.kv_strides[1], **parts)]
         )
-        self.decode = nn.ModuleList([DecoderStage(w[3], w[2], w[2]), DecoderStage(w[2], 2 * w[1], w[1]), DecoderStage(w[1], 2 * w[0], w[0], kernel_size=1)])
+        self.decode = nn.ModuleList(
+            [DecoderStage(w[3], (w[2],), w[2]), DecoderStage(w[2], (w[1], w[1]), w[1]), DecoderStage(w[1], (w[0], w[0]), w[0], kernel_size=1)]
+        )
         self.head = nn.Conv2d(w[0], 2 if config.head == "blend" else 1, 3, padding=1)
         self.salience = SalienceGain(w[2]) if config.salience else None
 
@@ -257,11 +270,26 @@ class FusionNet(nn.Module):
             raise ValueError("return_blend needs the blend head and no salience gain")
         ir0, ir1, ir2 = self.encode_ir(ir)
         vis0, vis1, vis2 = self.encode_vis(vis_y)
+        return self.decode_features((ir0, vis0), (ir1, vis1), ir2, vis2, ir, vis_y, return_blend=return_blend)
+
+    def decode_features(self, full_skips, half_skips, ir2, vis2, ir, vis_y, *, return_blend: bool = False):
+        """Everything after the encoders' first two levels: CDIIM, the coarsest level, the decoder, the head.
+
+        Separate from :meth:`forward` so that an exported graph can compute the full-resolution
+        features of both modalities in one convolution and pass them as one skip
+        (:func:`ivfuse.onnx_backend.export_onnx`).
+
+        Args:
+            full_skips, half_skips: the skip maps of the full- and half-resolution decoder
+                stages (``(ir0, vis0)`` and ``(ir1, vis1)``, as ``decode[2]`` and ``decode[1]`` take them).
+            ir2, vis2: the encoders' 1/4-scale features.
+            ir, vis_y: the network's inputs (the blend head and the salience gain use them).
+        """
         ir2, vis2, fused2 = self.interact[0](ir2, vis2)
         _, _, fused3 = self.interact[1](self.encode_ir.coarsest(ir2), self.encode_vis.coarsest(vis2))
-        quarter = self.decode[0](fused3, fused2)
-        x = self.decode[1](quarter, torch.cat([ir1, vis1], dim=1))
-        x = self.decode[2](x, torch.cat([ir0, vis0], dim=1))
+        quarter = self.decode[0](fused3, (fused2,))
+        x = self.decode[1](quarter, half_skips)
+        x = self.decode[2](x, full_skips)
         if self.config.head == "sigmoid":
             fused = torch.sigmoid(self.head(x))
         else:
