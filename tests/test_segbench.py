@@ -71,6 +71,12 @@ def test_cli_end_to_end_writes_per_seed_and_summary_tables(folders, tmp_path):
     assert float(summary["ir", "miou"]["mean"]) == pytest.approx(np.mean(mious))
     assert float(summary["ir", "miou"]["std"]) == pytest.approx(np.std(mious, ddof=1))
     assert (report / "summary.md").read_text().startswith("Segmentation trained from scratch")
+    assert "| ir − vi | 2 |" in (report / "summary.md").read_text()
+    with open(report / "paired.csv", newline="") as stream:
+        paired = {row["score"]: row for row in csv.DictReader(stream)}
+    assert set(paired) == set(segbench.SCORES) and paired["miou"]["first"] == "ir" and paired["miou"]["second"] == "vi"
+    vi_mious = [float(row["miou"]) for row in rows if row["input"] == "vi"]
+    assert float(paired["miou"]["mean"]) == pytest.approx(np.mean(np.subtract(mious, vi_mious)))
     assert len(list((report / "runs").glob("*.json"))) == 4
     # Run again (progress shown this time): nothing retrains, the summary is the same.
     again = CliRunner().invoke(main, [a for a in arguments if a != "--quiet"] + ["--set", "run.threads=2"])
@@ -100,6 +106,50 @@ def test_seeds_give_different_but_reproducible_results(folders):
     first, other, again = segbench.run_bench(data, config, [0, 1, 0], progress=False)
     np.testing.assert_array_equal(first.confusion, again.confusion)
     assert not np.array_equal(first.confusion, other.confusion)
+
+
+def _result(kind, seed, miou):
+    scores = {"miou": miou, "miou_without_0": miou, "pixel_accuracy": miou, "iou": np.full(9, miou)}
+    return segbench.SeedResult(kind, seed, np.zeros((9, 9), np.int64), scores, 1.0)
+
+
+def test_paired_differences_by_hand():
+    # a - b per seed: 0.02, 0.04, 0.03 (seed 3 of a has no partner in b and is left out).
+    results = [_result("a", 0, 0.30), _result("a", 1, 0.34), _result("a", 2, 0.33), _result("a", 3, 0.9),
+               _result("b", 0, 0.28), _result("b", 1, 0.30), _result("b", 2, 0.30),
+               _result("c", 0, 0.30), _result("c", 1, 0.30), _result("c", 2, 0.30)]
+    rows = {(row["a"], row["b"]): row for row in segbench.paired_differences(results)}
+    assert list(rows) == [("a", "b"), ("a", "c"), ("b", "c")]
+    row = rows["a", "b"]
+    assert row["n"] == 3 and row["mean"] == pytest.approx(0.03) and row["std"] == pytest.approx(0.01)
+    assert row["se"] == pytest.approx(0.01 / np.sqrt(3))
+    t_975_2 = 4.302653  # Student t quantile, 2 degrees of freedom
+    assert row["low"] == pytest.approx(0.03 - t_975_2 * 0.01 / np.sqrt(3)) and row["high"] == pytest.approx(0.03 + t_975_2 * 0.01 / np.sqrt(3))
+    assert row["resolved"]  # 0.03 ± 0.0248 excludes 0
+    # b - c: -0.02, 0.0, 0.0: mean -0.0067, interval [-0.035, 0.022] contains 0.
+    assert not rows["b", "c"]["resolved"] and rows["b", "c"]["low"] < 0 < rows["b", "c"]["high"]
+    table = segbench.paired_markdown(results)
+    assert "| a − b | 3 | +3.00 | 1.00 | 0.58 | [+0.52, +5.48] | yes |" in table
+
+
+def test_one_seed_has_no_interval():
+    (row,) = segbench.paired_differences([_result("a", 0, 0.3), _result("b", 0, 0.2)])
+    assert row["n"] == 1 and row["mean"] == pytest.approx(0.1) and np.isnan(row["low"]) and not row["resolved"]
+
+
+def test_runs_go_seed_by_seed(folders, monkeypatch):
+    """A benchmark stopped part way has run every kind for its first seeds."""
+    order = []
+    train = segbench.train_segmentation
+
+    def recording(frames, config, seed, device, show):
+        order.append(seed)
+        return train(frames, config, seed, device, show)
+
+    monkeypatch.setattr(segbench, "train_segmentation", recording)
+    results = segbench.run_bench(_load(folders, "ir", "vi"), segbench.load_config(TINY_CONFIG), [0, 1], progress=False)
+    assert order == [0, 0, 1, 1]
+    assert [(r.kind, r.seed) for r in results] == [("ir", 0), ("ir", 1), ("vi", 0), ("vi", 1)]
 
 
 def test_finished_runs_are_kept_and_not_trained_again(folders, tmp_path, monkeypatch):

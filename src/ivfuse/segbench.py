@@ -328,7 +328,8 @@ def run_bench(
         results_dir: folder of finished runs (created if missing), or ``None``.
 
     Returns:
-        One :class:`SeedResult` per kind and seed, kinds in input order, then seeds.
+        One :class:`SeedResult` per kind and seed, kinds in input order, then seeds (runs go
+        seed by seed, so a stopped benchmark has run every kind for its first seeds).
     """
     if not seeds:
         raise ValueError("no seed given")
@@ -337,9 +338,11 @@ def run_bench(
     device = resolve_device(device or config.run.device)
     prepare_training_threads(config.run.threads)
     results = []
-    for kind in data.kinds:
-        frames = (len(data.train[kind]), len(data.test[kind]))
-        for seed in seeds:
+    # Seed by seed, every kind of a seed before the next seed: a benchmark stopped part way has
+    # the same seeds for every kind, so its kinds can already be compared pair by pair.
+    for seed in seeds:
+        for kind in data.kinds:
+            frames = (len(data.train[kind]), len(data.test[kind]))
             if results_dir is not None:
                 saved = Path(results_dir) / f"{run_fingerprint(data.train[kind] + data.test[kind], config, seed)}.json"
                 finished = _load_finished(saved, kind, seed, frames)
@@ -367,7 +370,9 @@ def run_bench(
                              run_config=json.dumps(dataclasses.asdict(config)))
                 with atomic_write(saved) as stream:
                     stream.write(json.dumps(record).encode())
-    return results
+    # results[i] is seed i // kinds, kind i % kinds: regroup kind by kind.
+    kinds = len(data.kinds)
+    return [results[position * kinds + index] for index in range(kinds) for position in range(len(seeds))]
 
 
 def seed_row(result: SeedResult) -> dict[str, float]:
@@ -404,6 +409,70 @@ def summarize(results: Sequence[SeedResult]) -> dict[str, dict[str, dict[str, fl
     return summary
 
 
+def paired_differences(results: Sequence[SeedResult], score: str = "miou", confidence: float = 0.95) -> list[dict]:
+    """Differences of ``score`` between input kinds, paired by seed, with a confidence interval.
+
+    The kinds of one seed share their initial weights and every crop, so the per-seed difference
+    ``a - b`` removes most of the seed-to-seed spread that the ``mean ± std`` of each kind shows.
+    For every pair of kinds (``a`` listed before ``b``), over the seeds both ran: mean of the
+    differences, their std (ddof 1), standard error ``std / sqrt(n)``, the Student-t interval
+    ``mean ± t(confidence, n - 1) * se``, and whether it excludes 0 (the paired t-test at level
+    ``1 - confidence``).
+
+    Args:
+        results: runs from :func:`run_bench`.
+        score: a key of :data:`SCORES` (fractions).
+        confidence: of the interval.
+
+    Returns:
+        One dict per pair: ``a, b, n, mean, std, se, low, high`` (fractions; NaN where ``n < 2``)
+        and ``resolved`` (bool).
+
+    Example:
+        >>> paired_differences(results)[0]  # doctest: +SKIP
+        {'a': 'ir', 'b': 'vis', 'n': 5, 'mean': 0.021, 'std': 0.008, 'se': 0.0036, 'low': 0.011, 'high': 0.031, 'resolved': True}
+    """
+    from scipy import stats
+
+    by_kind: dict[str, dict[int, float]] = {}
+    for result in results:
+        by_kind.setdefault(result.kind, {})[result.seed] = float(result.scores[score])
+    kinds = list(by_kind)
+    rows = []
+    for index, a in enumerate(kinds):
+        for b in kinds[index + 1 :]:
+            seeds = sorted(set(by_kind[a]) & set(by_kind[b]))
+            differences = np.array([by_kind[a][seed] - by_kind[b][seed] for seed in seeds])
+            n = len(differences)
+            mean = float(differences.mean()) if n else math.nan
+            std = float(differences.std(ddof=1)) if n > 1 else math.nan
+            se = std / math.sqrt(n) if n > 1 else math.nan
+            half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se if n > 1 else math.nan
+            low, high = mean - half, mean + half
+            rows.append({"a": a, "b": b, "n": n, "mean": mean, "std": std, "se": se, "low": low, "high": high,
+                         "resolved": bool(n > 1 and (low > 0 or high < 0))})
+    return rows
+
+
+def paired_markdown(results: Sequence[SeedResult], score: str = "miou", confidence: float = 0.95) -> str:
+    """:func:`paired_differences` as a Markdown table, in percentage points."""
+    lines = [
+        f"{SCORES[score]}, paired by seed: difference of the row's two kinds (first minus second), "
+        f"percentage points; {confidence:.0%} Student-t interval; resolved = the interval excludes 0.",
+        "",
+        "| first − second | seeds | mean | std | standard error | interval | resolved |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for row in paired_differences(results, score, confidence):
+        points = {key: 100 * row[key] for key in ("mean", "std", "se", "low", "high")}
+        interval = "–" if math.isnan(points["low"]) else f"[{points['low']:+.2f}, {points['high']:+.2f}]"
+        lines.append(
+            f"| {row['a']} − {row['b']} | {row['n']} | {points['mean']:+.2f} | {points['std']:.2f} | {points['se']:.2f} | "
+            f"{interval} | {'yes' if row['resolved'] else 'no'} |"
+        )
+    return "\n".join(lines + [""])
+
+
 def _percent(stats: dict[str, float]) -> str:
     mean, std = (100 * stats[key] for key in ("mean", "std"))
     if math.isnan(mean):
@@ -412,7 +481,8 @@ def _percent(stats: dict[str, float]) -> str:
 
 
 def summary_markdown(results: Sequence[SeedResult], data: BenchData) -> str:
-    """The summary as Markdown: the protocol in one line, scores table, per-class IoU table.
+    """The summary as Markdown: the protocol in one line, scores table, per-class IoU table, and
+    (with two kinds or more) the paired differences of mIoU (:func:`paired_markdown`).
 
     Best mean per column in bold. Values in percent, mean ± std over seeds (ddof 1).
     """
@@ -433,24 +503,29 @@ def summary_markdown(results: Sequence[SeedResult], data: BenchData) -> str:
             cells = [_percent(stats[c]) if stats[c]["mean"] != best[c] else f"**{_percent(stats[c])}**" for c in columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    if len(summary) > 1:
+        lines += ["Paired by seed:", "", paired_markdown(results)]
     if data.left_out:
         lines += [f"Left out ({len(data.left_out)}):", ""] + [f"- {line}" for line in data.left_out] + [""]
     return "\n".join(lines)
 
 
 def write_report(results: Sequence[SeedResult], data: BenchData, folder: str | os.PathLike) -> dict[str, Path]:
-    """Write ``per_seed.csv``, ``summary.csv`` and ``summary.md`` into ``folder``, each atomically.
+    """Write ``per_seed.csv``, ``summary.csv``, ``paired.csv`` and ``summary.md`` into ``folder``, each atomically.
 
     * ``per_seed.csv``: ``input, seed, train_frames, test_frames, seconds``, the scores
       (fractions in ``[0, 1]``), then the 81 confusion counts ``conf_<true>_<predicted>``.
     * ``summary.csv``: ``input, score, mean, std, n`` (fractions; std with ddof 1).
+    * ``paired.csv``: ``score, first, second, seeds, mean, std, se, low, high, resolved``: the
+      paired differences (:func:`paired_differences`, 95 %) of every :data:`SCORES` score.
     * ``summary.md``: see :func:`summary_markdown`.
 
     Returns:
-        ``{"per_seed", "summary_csv", "summary_md"}`` -> paths.
+        ``{"per_seed", "summary_csv", "paired_csv", "summary_md"}`` -> paths.
     """
     folder = Path(folder)
-    written = {"per_seed": folder / "per_seed.csv", "summary_csv": folder / "summary.csv", "summary_md": folder / "summary.md"}
+    written = {name: folder / file for name, file in
+               (("per_seed", "per_seed.csv"), ("summary_csv", "summary.csv"), ("paired_csv", "paired.csv"), ("summary_md", "summary.md"))}
     confusion_columns = [f"conf_{true}_{predicted}" for true in range(NUM_CLASSES) for predicted in range(NUM_CLASSES)]
     rows = [["input", "seed", "train_frames", "test_frames", "seconds", *SCORES, *IOU_COLUMNS, *confusion_columns]]
     for result in results:
@@ -462,6 +537,11 @@ def write_report(results: Sequence[SeedResult], data: BenchData, folder: str | o
     for kind, stats in summarize(results).items():
         rows += [[kind, score, repr(s["mean"]), repr(s["std"]), s["n"]] for score, s in stats.items()]
     write_csv(written["summary_csv"], rows)
+    rows = [["score", "first", "second", "seeds", "mean", "std", "se", "low", "high", "resolved"]]
+    for score in SCORES:
+        for row in paired_differences(results, score):
+            rows.append([score, row["a"], row["b"], row["n"], *(repr(row[key]) for key in ("mean", "std", "se", "low", "high")), row["resolved"]])
+    write_csv(written["paired_csv"], rows)
     with atomic_write(written["summary_md"]) as stream:
         stream.write(summary_markdown(results, data).encode("utf-8"))
     return written

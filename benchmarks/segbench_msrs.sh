@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The segmentation benchmark on every labelled MSRS frame (docs/segbench.md), one command:
+#
+#   benchmarks/segbench_msrs.sh [MSRS_DIR] [OUT_DIR]      # defaults: ../shared/datasets/MSRS runs/segbench
+#
+# 1. links the labelled frames of train and test (only those are fused and used),
+# 2. fuses them with the shipped network (semantic), its content-only network and two classical
+#    baselines (gff, laplacian); existing outputs are kept, so a rerun resumes,
+# 3. trains configs/segbench.toml per input kind (IR, visible, the four fused kinds) and seed in
+#    $JOBS processes of one thread each (kinds split between them), then writes the report
+#    (summary.md, paired.md, CSVs) into OUT_DIR/report with one more call that trains nothing.
+#    Finished (kind, seed) runs are kept in OUT_DIR/report/runs: rerun the script to resume.
+#
+# Environment: SEEDS (default 0,1,2,3,4), JOBS (default 2), IVFUSE (default: ivfuse).
+set -euo pipefail
+MSRS=${1:-../shared/datasets/MSRS}
+OUT=${2:-runs/segbench}
+SEEDS=${SEEDS:-0,1,2,3,4}
+JOBS=${JOBS:-2}
+IVFUSE=${IVFUSE:-ivfuse}
+CONFIG=configs/segbench.toml
+
+for split in train test; do
+    mkdir -p "$OUT/frames/$split/ir" "$OUT/frames/$split/vi"
+    for label in "$MSRS/$split/label"/*; do
+        stem=$(basename "${label%.*}")
+        for modality in ir vi; do
+            source=$(ls "$MSRS/$split/$modality/$stem".* 2>/dev/null | head -n 1)
+            [ -n "$source" ] || { echo "error: $label: no $modality image named $stem" >&2; exit 2; }
+            ln -sfn "$(realpath "$source")" "$OUT/frames/$split/$modality/$(basename "$source")"
+        done
+    done
+    frames="$OUT/frames/$split"
+    $IVFUSE fuse --ir "$frames/ir" --vis "$frames/vi" -o "$OUT/fused/ivfuse-semantic/$split" --skip-existing --quiet
+    $IVFUSE fuse --ir "$frames/ir" --vis "$frames/vi" -o "$OUT/fused/ivfuse-content/$split" --skip-existing --quiet \
+        --weights src/ivfuse/weights/fusion_content.safetensors
+    for method in gff laplacian; do
+        $IVFUSE fuse --ir "$frames/ir" --vis "$frames/vi" -o "$OUT/fused/$method/$split" --method $method --skip-existing --quiet
+    done
+done
+
+kinds=(ir vis ivfuse-content ivfuse-semantic gff laplacian)
+folders() {
+    case $1 in
+        ir) echo "$OUT/frames/train/ir $OUT/frames/test/ir" ;;
+        vis) echo "$OUT/frames/train/vi $OUT/frames/test/vi" ;;
+        *) echo "$OUT/fused/$1/train $OUT/fused/$1/test" ;;
+    esac
+}
+bench() {  # bench KIND... : one seg-bench call over these kinds
+    local arguments=()
+    for kind in "$@"; do
+        # shellcheck disable=SC2046
+        arguments+=(--input "$kind" $(folders "$kind"))
+    done
+    $IVFUSE seg-bench --config "$CONFIG" --seeds "$SEEDS" --train-labels "$MSRS/train/label" \
+        --test-labels "$MSRS/test/label" -o "$OUT/report" --quiet "${arguments[@]}"
+}
+pids=()
+for ((job = 0; job < JOBS; job++)); do
+    mine=()
+    for ((index = job; index < ${#kinds[@]}; index += JOBS)); do mine+=("${kinds[index]}"); done
+    [ ${#mine[@]} -gt 0 ] || continue
+    bench "${mine[@]}" > "$OUT/job$job.log" 2>&1 &
+    pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+[ $status -eq 0 ] || { echo "error: a seg-bench job failed; see $OUT/job*.log" >&2; exit 1; }
+bench "${kinds[@]}"
