@@ -1,13 +1,14 @@
 """Score segmentation weights on a folder of images with labels: mIoU and IoU per class.
 
     python benchmarks/segmentation_scores.py --weights runs/X/segmentation.safetensors \\
-        --images FUSED_DIR --labels MSRS/test/label [--threads 2]
+        --images FUSED_DIR --labels MSRS/test/label [--threads 2] [--flip]
 
 One confusion matrix over every labelled frame of ``--images`` (whole frames, as
 ``ivfuse seg-bench`` scores them: :func:`ivfuse.segbench.confusion_over_frames`), then mIoU over
 the 9 classes including unlabelled (the field's convention), mIoU over classes 1-8, pixel accuracy
 and the IoU of each class, in percent, as one Markdown table. A class absent from labels and
-predictions prints as "-" and is left out of the means.
+predictions prints as "-" and is left out of the means. ``--flip`` predicts with flip test-time
+augmentation (:func:`ivfuse.models.class_probabilities`), as ``ivfuse segment --flip`` does.
 """
 
 import argparse
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--images", required=True, help="folder of RGB images (e.g. fused frames)")
     parser.add_argument("--labels", required=True, help="folder of label PNGs named like the images")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     network = load_network(arguments.weights, expected="SegmentationNet").eval()
@@ -39,11 +41,12 @@ def main() -> None:
         sys.exit(f"error: no image of {arguments.images} has a label in {arguments.labels}")
     began = time.perf_counter()
     frames = (load_labelled_image(stem, images[stem], torch.from_numpy(read_label(labels[stem]))) for stem in stems)
-    scores = segmentation_scores(confusion_over_frames(network, frames, torch.device("cpu")))
+    scores = segmentation_scores(confusion_over_frames(network, frames, torch.device("cpu"), flip=arguments.flip))
     seconds = time.perf_counter() - began
     columns = [*SCORES.values(), *CLASS_NAMES]
     values = [scores[key] for key in SCORES] + list(scores["iou"])
-    print(f"{arguments.weights} on {len(stems)} frames of {arguments.images} ({seconds:.0f} s, {arguments.threads} threads)\n")
+    flip = ", flip test-time augmentation" if arguments.flip else ""
+    print(f"{arguments.weights} on {len(stems)} frames of {arguments.images} ({seconds:.0f} s, {arguments.threads} threads{flip})\n")
     print("| " + " | ".join(columns) + " |")
     print("|" + "---:|" * len(columns))
     print("| " + " | ".join("-" if value != value else f"{100 * value:.2f}" for value in values) + " |")

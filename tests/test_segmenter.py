@@ -84,3 +84,22 @@ def test_a_pair_whose_write_fails_midway_keeps_none_of_its_outputs_not_even_an_e
                                   probabilities=True, masks=True)
     # The overlay and the probability maps were written before the masks failed: all removed.
     assert [path for path in tmp_path.rglob("*") if path.is_file()] == []
+
+
+def test_cli_flip_segments_with_both_predictions(tmp_path):
+    from click.testing import CliRunner
+
+    from ivfuse.cli import main
+    from ivfuse.io import read_pair
+    from ivfuse.segmenter import Segmenter
+
+    from .conftest import EXAMPLES
+
+    pair = [str(EXAMPLES / "ir" / "00055D.png"), str(EXAMPLES / "vi" / "00055D.png")]
+    outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path), "--flip"])
+    assert outcome.exit_code == 0, outcome.output
+    written = np.asarray(Image.open(tmp_path / "labels" / "00055D.png"))
+    expected, _ = Segmenter(flip=True).segment(*read_pair(*pair))
+    plain, _ = Segmenter().segment(*read_pair(*pair))
+    np.testing.assert_array_equal(written, expected)
+    assert (written != plain).any()

@@ -141,10 +141,11 @@ def fuse(ir_path, vis_path, out_path, method, weights, backend, device, threads,
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the networks (default: PyTorch's choice).")
 @click.option("--probabilities", is_flag=True, help="Also write probabilities/<class>/<stem>.png: each class's probability as 8-bit grey.")
 @click.option("--masks", is_flag=True, help="Also write masks/<class>/<stem>.png: 255 where the pixel is that class.")
+@click.option("--flip", is_flag=True, help="Average with the prediction of the mirrored image (test-time augmentation; twice the segmentation time).")
 @_max_pixels_option
 @click.option("--skip-existing", is_flag=True, help="Skip pairs whose labels/<stem>.png exists (written last: the pair is complete); resumes an interrupted run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, threads, probabilities, masks, skip_existing, quiet):
+def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, threads, probabilities, masks, flip, skip_existing, quiet):
     """Segment fused images: MSRS class ids as PNG (labels/), palette overlays (overlays/) and their legend."""
     from .io import write_image
     from .segmenter import Segmenter, legend, segment_folder, segment_pair_files
@@ -152,7 +153,7 @@ def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, thr
     _set_threads(threads)
     try:
         folders = _inputs_are_folders(ir_path, vis_path)
-        segmenter = Segmenter(fusion_weights, seg_weights, device=device)
+        segmenter = Segmenter(fusion_weights, seg_weights, device=device, flip=flip)
         if folders:
             report = segment_folder(segmenter, ir_path, vis_path, out_dir, probabilities=probabilities, masks=masks,
                                     skip_existing=skip_existing, on_error=_warn, progress=_progress("segment", quiet))

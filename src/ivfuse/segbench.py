@@ -52,7 +52,7 @@ from .data import Augment, LabelledImage, draw_crops, load_labelled_image
 from .io import ImageReadError, LabelSizeError, atomic_write, list_images, read_label, write_csv
 from .losses import SemanticLossConfig
 from .metrics.segmentation import confusion_matrix, segmentation_scores
-from .models import SegmentationConfig, SegmentationNet
+from .models import SegmentationConfig, SegmentationNet, class_probabilities
 from .runtime import prepare_training_threads, resolve_device
 from .serialization import save_network
 from .train import OptimConfig, learning_rate, make_optimizer, mixed_precision, optimizer_step, read_config, segmentation_loss
@@ -250,8 +250,10 @@ def train_segmentation(
 
 
 @torch.no_grad()
-def confusion_over_frames(network: SegmentationNet, frames: Iterable[LabelledImage], device: torch.device) -> np.ndarray:
+def confusion_over_frames(network: SegmentationNet, frames: Iterable[LabelledImage], device: torch.device, *, flip: bool = False) -> np.ndarray:
     """Confusion matrix of ``network`` on whole frames, summed over all of them.
+
+    ``flip``: predict with flip test-time augmentation (:func:`ivfuse.models.class_probabilities`).
 
     Returns:
         ``(9, 9)`` int64, ``[true class, predicted class]`` pixel counts (label 255 not counted).
@@ -260,7 +262,7 @@ def confusion_over_frames(network: SegmentationNet, frames: Iterable[LabelledIma
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     for frame in frames:
         image = frame.image[None].to(device).float() / 255
-        prediction = network(image).argmax(1)[0].cpu().numpy()
+        prediction = class_probabilities(network, image, flip=flip).argmax(1)[0].cpu().numpy()
         confusion += confusion_matrix(frame.label.numpy(), prediction)
     return confusion
 

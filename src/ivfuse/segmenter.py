@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .classes import CLASS_NAMES, PALETTE
 from .fuser import Fuser, FolderReport, process_folder
 from .io import read_pair, write_image
+from .models import class_probabilities
 from .onnx_backend import load_backend_network
 from .serialization import shipped_weights
 
@@ -34,6 +35,9 @@ class Segmenter:
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ...).
         backend: ``"torch"`` or ``"onnxruntime"`` for both networks (as for :class:`Fuser`); with
             onnxruntime either weights file may also be an ``.onnx`` file from ``ivfuse export``.
+        flip: average the prediction with that of the mirrored image (flip test-time
+            augmentation, :func:`ivfuse.models.class_probabilities`): twice the segmentation
+            network's time.
 
     Raises:
         WeightsError: a weights file is missing, corrupt or of another network (one line naming it).
@@ -52,7 +56,9 @@ class Segmenter:
         *,
         device: str = "cpu",
         backend: str = "torch",
+        flip: bool = False,
     ):
+        self.flip = flip
         path = Path(segmentation_weights) if segmentation_weights is not None else shipped_weights("segmentation")
         # The shipped segmentation network was trained on the shipped fusion network's images.
         self.fuser = Fuser(fusion_weights, device=device, backend=backend)
@@ -92,7 +98,7 @@ class Segmenter:
             fused = np.repeat(fused[..., None], 3, axis=2)
         with torch.inference_mode():
             image = torch.from_numpy(np.ascontiguousarray(fused)).permute(2, 0, 1)[None].to(self.fuser.device)
-            probabilities = self.network(image).softmax(1)[0].float().cpu().numpy()
+            probabilities = class_probabilities(self.network, image, flip=self.flip)[0].float().cpu().numpy()
         return probabilities, fused
 
 

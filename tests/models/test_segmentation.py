@@ -91,3 +91,20 @@ def test_options_round_trip_through_safetensors(tmp_path):
 def test_bad_options_are_refused(options):
     with pytest.raises(ValueError, match=next(iter(options))):
         SegmentationConfig(**options)
+
+
+def test_flip_averages_the_prediction_of_the_mirrored_image():
+    from ivfuse.models import class_probabilities
+
+    torch.manual_seed(0)
+    net = SegmentationNet().eval()
+    image = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        plain, flipped = class_probabilities(net, image), class_probabilities(net, image, flip=True)
+        mirrored = class_probabilities(net, image.flip(-1))
+        torch.testing.assert_close(plain, net(image).softmax(1))
+        torch.testing.assert_close(flipped, (plain + mirrored.flip(-1)) / 2)
+        torch.testing.assert_close(flipped.sum(1), torch.ones(1, 64, 96))
+        # Flip averaging is mirror-symmetric: the mirrored image gets the mirrored prediction.
+        torch.testing.assert_close(class_probabilities(net, image.flip(-1), flip=True), flipped.flip(-1))
+        assert not torch.allclose(plain, flipped)

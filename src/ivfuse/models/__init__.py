@@ -2,6 +2,6 @@
 
 from .fusion import FusionConfig, FusionNet, blend_sources
 from .interaction import CrossDomainInteraction
-from .segmentation import SegmentationConfig, SegmentationNet
+from .segmentation import SegmentationConfig, SegmentationNet, class_probabilities
 
-__all__ = ["CrossDomainInteraction", "FusionConfig", "FusionNet", "SegmentationConfig", "SegmentationNet", "blend_sources"]
+__all__ = ["CrossDomainInteraction", "FusionConfig", "FusionNet", "SegmentationConfig", "SegmentationNet", "blend_sources", "class_probabilities"]

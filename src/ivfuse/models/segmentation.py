@@ -245,3 +245,31 @@ class SegmentationNet(nn.Module):
             raise ValueError("aux=True needs a network built with SegmentationConfig(aux_head=True)")
         aux_logits = F.interpolate(self.aux_head(context16), size=size, mode="bilinear", align_corners=False)
         return logits, aux_logits
+
+
+def class_probabilities(network, image: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
+    """Softmax class probabilities of a segmentation network, optionally averaged with its
+    prediction of the mirrored image (flip test-time augmentation).
+
+    Road and surveillance scenes look as plausible mirrored left to right, and the network was
+    trained on mirrored crops, so its two predictions err differently; their mean costs a second
+    forward pass (docs/segmentation.md, "Flip test-time augmentation", has what it changes).
+
+    Args:
+        network: a :class:`SegmentationNet` in eval mode, or anything called like it (the
+            ONNX Runtime stand-in, :class:`ivfuse.onnx_backend.OnnxNetwork`).
+        image: ``(B, 3, H, W)`` float in ``[0, 1]``.
+        flip: also segment ``image`` mirrored left to right and average the probabilities.
+
+    Returns:
+        ``(B, classes, H, W)`` float, summing to 1 over classes at every pixel.
+
+    Example:
+        >>> net = SegmentationNet().eval()
+        >>> class_probabilities(net, torch.rand(1, 3, 64, 96), flip=True).shape
+        torch.Size([1, 9, 64, 96])
+    """
+    probabilities = network(image).softmax(1)
+    if flip:
+        probabilities = (probabilities + network(image.flip(-1)).softmax(1).flip(-1)) / 2
+    return probabilities
