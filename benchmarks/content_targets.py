@@ -57,9 +57,10 @@ def _mix(ir: torch.Tensor, vis: torch.Tensor, share: float) -> torch.Tensor:
     return (1 - share) * torch.maximum(ir, vis) + share * (ir + vis) / 2
 
 
-def loss_target(share: float, sigma: float, level: float, max_gain: float, sd_gain: float = 0.0):
+def loss_target(share: float, sigma: float, level: float, max_gain: float, sd_gain: float = 0.0, base_gain: float = 1.0, base_sigma: float = 32.0):
     """The content loss's own target (:func:`ivfuse.losses.intensity_target`) with these settings."""
-    weights = ContentWeights(mean_share=share, contrast_sigma=sigma, contrast_level=level, max_gain=max_gain, sd_gain=sd_gain)
+    weights = ContentWeights(mean_share=share, contrast_sigma=sigma, contrast_level=level, max_gain=max_gain, sd_gain=sd_gain,
+                             base_gain=base_gain, base_sigma=base_sigma)
     return lambda ir, vis: intensity_target(ir, vis, weights)
 
 
@@ -98,6 +99,11 @@ TARGETS = {
     "mix0.4_sd1.2": loss_target(0.4, 32, 0.0, 2, sd_gain=1.2),
     "mix0.5_sd1.2": loss_target(0.5, 32, 0.0, 2, sd_gain=1.2),
     "mix0.25_sd_adapt_s32_c0.08_g2": loss_target(0.25, 32, 0.08, 2, sd_gain=1.0),
+    "max_base1.2_s16": loss_target(0.0, 32, 0.0, 2, base_gain=1.2, base_sigma=16),
+    "max_base1.4_s32": loss_target(0.0, 32, 0.0, 2, base_gain=1.4),
+    "mix0.25_base1.3_s32": loss_target(0.25, 32, 0.0, 2, base_gain=1.3),
+    "mix0.25_base1.5_s32": loss_target(0.25, 32, 0.0, 2, base_gain=1.5),
+    "mix0.25_sd_base1.3_s32": loss_target(0.25, 32, 0.0, 2, sd_gain=1.0, base_gain=1.3),
 }
 
 

@@ -186,7 +186,8 @@ def test_a_stretched_target_raises_the_texture_goal_above_the_sources():
 def test_content_weights_refuse_targets_out_of_range():
     from ivfuse.losses import ContentWeights
 
-    for bad in (dict(mean_share=1.5), dict(sd_gain=-1.0), dict(contrast_level=-0.1), dict(max_gain=0.5), dict(contrast_sigma=0.0)):
+    for bad in (dict(mean_share=1.5), dict(sd_gain=-1.0), dict(contrast_level=-0.1), dict(max_gain=0.5), dict(contrast_sigma=0.0),
+                dict(base_gain=0.9), dict(base_sigma=0.0)):
         with pytest.raises(ValueError):
             ContentWeights(**bad)
 
@@ -205,3 +206,26 @@ def test_sd_gain_gives_the_mixed_target_the_max_s_contrast_back():
     # Without a mean share it stretches the max itself.
     stretched = intensity_target(ir, vis_y, ContentWeights(sd_gain=1.1))
     assert torch.allclose(stretched.std(dim=(-2, -1)), 1.1 * plain_max.std(dim=(-2, -1)), rtol=1e-5)
+
+
+def test_base_gain_stretches_the_coarse_layer_and_barely_the_edges():
+    from ivfuse.losses import ContentWeights, gaussian_blur, intensity_target
+    from ivfuse.models.fusion import sobel_magnitude
+
+    torch.manual_seed(0)
+    # A coarse ramp (the base) under fine stripes two pixels wide (the detail), as IR and visible.
+    ramp = torch.linspace(0.2, 0.8, 96).expand(96, 96)[None, None]
+    stripes = 0.05 * ((torch.arange(96) // 2) % 2).float().expand(96, 96)[None, None]
+    ir, vis_y = ramp + stripes, ramp * 0.9
+    plain = intensity_target(ir, vis_y)
+    assert not ContentWeights(base_gain=1.5).plain_target and ContentWeights(base_gain=1.0).plain_target
+    target = intensity_target(ir, vis_y, ContentWeights(base_gain=1.5, base_sigma=8))
+    base = gaussian_blur(plain, 8)
+    torch.testing.assert_close(target, plain + 0.5 * (base - base.mean()))
+    inner = (..., slice(24, 72), slice(24, 72))  # away from the blur's border
+    assert target[inner].std() > 1.4 * plain[inner].std()  # global contrast up by nearly the gain
+    edge_gain = sobel_magnitude(target)[inner].mean() / sobel_magnitude(plain)[inner].mean()
+    assert 1.0 < edge_gain < 1.1  # the stripes' edges almost as they were
+    # A flat image has no base contrast to stretch.
+    flat = torch.full((1, 1, 40, 40), 0.3)
+    torch.testing.assert_close(intensity_target(flat, flat, ContentWeights(base_gain=2.0)), flat)

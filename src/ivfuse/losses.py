@@ -48,6 +48,10 @@ def intensity_target(ir: torch.Tensor, vis_y: torch.Tensor, weights: ContentWeig
     * ``contrast_level`` ``c`` (> 0) stretches ``X`` about its local mean (Gaussian, sigma
       ``contrast_sigma`` pixels) by ``clamp(c / local std, 1, max_gain)``: only areas of low
       local contrast gain.
+    * ``base_gain`` ``G`` (> 1) stretches only the base layer of ``X`` (Gaussian, sigma
+      ``base_sigma`` pixels) about the image mean, ``X + (G - 1) (base - mean(base))``: global
+      contrast (SD, EN) grows by nearly ``G`` while edges grow by ``(G - 1)`` times the base's
+      gradient only, so few fused edges exceed both sources' (what Nabf counts).
 
     The measurements behind each: docs/fusion_objective.md.
 
@@ -74,6 +78,9 @@ def intensity_target(ir: torch.Tensor, vis_y: torch.Tensor, weights: ContentWeig
         local_std = gaussian_blur((target - local_mean) ** 2, weights.contrast_sigma).clamp_min(1e-6).sqrt()
         gain = (weights.contrast_level / local_std).clamp(1, weights.max_gain)
         target = local_mean + gain * (target - local_mean)
+    if weights.base_gain != 1:
+        base = gaussian_blur(target, weights.base_sigma)
+        target = target + (weights.base_gain - 1) * (base - base.mean(dim=(-2, -1), keepdim=True))
     return target
 
 
@@ -120,8 +127,8 @@ class ContentWeights:
     """Weights of the content losses (see :func:`content_loss`) and the intensity target's settings.
 
     ``mean_share`` (in ``[0, 1]``), ``sd_gain`` (0: off), ``contrast_level`` (a local standard
-    deviation, in ``[0, 1]`` units; 0: off), ``contrast_sigma`` (pixels), ``max_gain`` (``>= 1``):
-    see :func:`intensity_target`. At their defaults the target is the maximum of the sources,
+    deviation, in ``[0, 1]`` units; 0: off), ``contrast_sigma`` (pixels), ``max_gain`` (``>= 1``),
+    ``base_gain`` (``>= 1``; 1: off), ``base_sigma`` (pixels): see :func:`intensity_target`. At their defaults the target is the maximum of the sources,
     the loss the one the shipped weights were trained with.
     """
 
@@ -133,17 +140,20 @@ class ContentWeights:
     contrast_level: float = 0.0
     contrast_sigma: float = 32.0
     max_gain: float = 2.0
+    base_gain: float = 1.0
+    base_sigma: float = 32.0
 
     def __post_init__(self):
-        if not 0 <= self.mean_share <= 1 or min(self.sd_gain, self.contrast_level) < 0 or self.max_gain < 1 or self.contrast_sigma <= 0:
-            raise ValueError(f"[loss] mean_share must be in [0, 1], sd_gain and contrast_level >= 0, max_gain >= 1 and "
-                             f"contrast_sigma > 0, not {self.mean_share}, {self.sd_gain}, {self.contrast_level}, "
-                             f"{self.max_gain}, {self.contrast_sigma}")
+        if (not 0 <= self.mean_share <= 1 or min(self.sd_gain, self.contrast_level) < 0 or min(self.max_gain, self.base_gain) < 1
+                or min(self.contrast_sigma, self.base_sigma) <= 0):
+            raise ValueError(f"[loss] mean_share must be in [0, 1], sd_gain and contrast_level >= 0, max_gain and base_gain >= 1, "
+                             f"contrast_sigma and base_sigma > 0, not {self.mean_share}, {self.sd_gain}, {self.contrast_level}, "
+                             f"{self.max_gain}, {self.base_gain}, {self.contrast_sigma}, {self.base_sigma}")
 
     @property
     def plain_target(self) -> bool:
         """Whether the intensity target is the plain maximum of the sources."""
-        return not (self.mean_share or self.sd_gain or self.contrast_level)
+        return not (self.mean_share or self.sd_gain or self.contrast_level or self.base_gain != 1)
 
 
 def content_loss(
