@@ -131,9 +131,8 @@ class _SplitSkipStage(torch.nn.Module):
         weight = convolution.weight.detach()
         out_channels = weight.shape[0]
         up_weight, *skip_weights = weight.split([out_channels, *(skip_channels or stage.skip_channels)], dim=1)
-        self.fold = convolution.kernel_size == (1, 1)
         padding = convolution.padding
-        if self.fold:
+        if convolution.kernel_size == (1, 1):
             self.reduce = torch.nn.Conv2d(stage.reduce.in_channels, out_channels, 1)
             self.reduce.weight.data = torch.einsum("oc,ci->oi", up_weight[:, :, 0, 0], stage.reduce.weight.detach()[:, :, 0, 0])[..., None, None]
             self.reduce.bias.data = up_weight[:, :, 0, 0] @ stage.reduce.bias.detach() + convolution.bias.detach()
@@ -258,6 +257,7 @@ def _export_form(network: torch.nn.Module) -> torch.nn.Module:
     rounding: gradient blocks as :class:`_ConvSobelBlock`, decoder stages as
     :class:`_SplitSkipStage`, the salience gain as :class:`_SalienceGainSum`, and a fusion
     network's two stems paired (:class:`_PairedStemFusionNet`)."""
+    device = next(network.parameters()).device
     network = copy.deepcopy(network)
     paired = _PairedStemFusionNet(network) if isinstance(network, FusionNet) else None
     replacements = {GradientResidualBlock: _ConvSobelBlock, DecoderStage: _SplitSkipStage, SalienceGain: _SalienceGainSum}
@@ -266,7 +266,7 @@ def _export_form(network: torch.nn.Module) -> torch.nn.Module:
         parent, _, child = name.rpartition(".")
         owner = network.get_submodule(parent) if parent else network
         setattr(owner, child, replacements[type(module)](module))
-    return paired or network
+    return (paired or network).to(device)  # the rewrites build their weights on the CPU
 
 
 def export_onnx(

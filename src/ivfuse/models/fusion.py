@@ -273,7 +273,8 @@ class FusionNet(nn.Module):
         return self.decode_features((ir0, vis0), (ir1, vis1), ir2, vis2, ir, vis_y, return_blend=return_blend)
 
     def decode_features(self, full_skips, half_skips, ir2, vis2, ir, vis_y, *, return_blend: bool = False):
-        """Everything after the encoders' first two levels: CDIIM, the coarsest level, the decoder, the head.
+        """Everything after the encoders' full, half and quarter levels: CDIIM, the coarsest level, the
+        decoder, the head.
 
         Separate from :meth:`forward` so that an exported graph can compute the full-resolution
         features of both modalities in one convolution and pass them as one skip
