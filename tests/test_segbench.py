@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ivfuse import segbench
+from ivfuse.classes import IOU_COLUMNS
 from ivfuse.cli import main
 from ivfuse.io import ImageReadError, LabelSizeError
 from ivfuse.metrics.segmentation import segmentation_scores
@@ -74,7 +75,7 @@ def test_cli_end_to_end_writes_per_seed_and_summary_tables(folders, tmp_path):
     assert "| ir − vi | 2 |" in (report / "summary.md").read_text()
     with open(report / "paired.csv", newline="") as stream:
         paired = {row["score"]: row for row in csv.DictReader(stream)}
-    assert set(paired) == set(segbench.SCORES) and paired["miou"]["first"] == "ir" and paired["miou"]["second"] == "vi"
+    assert set(paired) == {*segbench.SCORES, *IOU_COLUMNS} and paired["miou"]["first"] == "ir" and paired["miou"]["second"] == "vi"
     vi_mious = [float(row["miou"]) for row in rows if row["input"] == "vi"]
     assert float(paired["miou"]["mean"]) == pytest.approx(np.mean(np.subtract(mious, vi_mious)))
     assert len(list((report / "runs").glob("*.json"))) == 4
@@ -130,6 +131,15 @@ def test_paired_differences_by_hand():
     assert not rows["b", "c"]["resolved"] and rows["b", "c"]["low"] < 0 < rows["b", "c"]["high"]
     table = segbench.paired_markdown(results)
     assert "| a − b | 3 | +3.00 | 1.00 | 0.58 | [+0.52, +5.48] | yes |" in table
+
+
+def test_per_class_differences_leave_out_seeds_where_the_class_is_absent():
+    results = [_result("a", 0, 0.3), _result("a", 1, 0.4), _result("b", 0, 0.2), _result("b", 1, 0.2)]
+    results[1].scores["iou"][2] = np.nan  # seed 1 of "a": class 2 neither labelled nor predicted
+    (row,) = segbench.paired_differences(results, IOU_COLUMNS[2])
+    assert row["n"] == 1 and row["mean"] == pytest.approx(0.1)
+    (row,) = segbench.paired_differences(results, IOU_COLUMNS[1])
+    assert row["n"] == 2 and row["mean"] == pytest.approx(0.15)
 
 
 def test_one_seed_has_no_interval():

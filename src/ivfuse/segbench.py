@@ -423,7 +423,9 @@ def paired_differences(results: Sequence[SeedResult], score: str = "miou", confi
 
     Args:
         results: runs from :func:`run_bench`.
-        score: a key of :data:`SCORES` (fractions).
+        score: a key of :data:`SCORES` or a per-class column of :data:`~ivfuse.classes.IOU_COLUMNS`
+            (fractions); seeds where either kind's score is NaN (a class absent from labels and
+            predictions) are left out.
         confidence: of the interval.
 
     Returns:
@@ -438,12 +440,14 @@ def paired_differences(results: Sequence[SeedResult], score: str = "miou", confi
 
     by_kind: dict[str, dict[int, float]] = {}
     for result in results:
-        by_kind.setdefault(result.kind, {})[result.seed] = float(result.scores[score])
-    kinds = list(by_kind)
+        value = float(seed_row(result)[score])
+        if not math.isnan(value):
+            by_kind.setdefault(result.kind, {})[result.seed] = value
+    kinds = list(dict.fromkeys(result.kind for result in results))
     rows = []
     for index, a in enumerate(kinds):
         for b in kinds[index + 1 :]:
-            seeds = sorted(set(by_kind[a]) & set(by_kind[b]))
+            seeds = sorted(set(by_kind.get(a, {})) & set(by_kind.get(b, {})))
             differences = np.array([by_kind[a][seed] - by_kind[b][seed] for seed in seeds])
             n = len(differences)
             mean = float(differences.mean()) if n else math.nan
@@ -519,7 +523,8 @@ def write_report(results: Sequence[SeedResult], data: BenchData, folder: str | o
       (fractions in ``[0, 1]``), then the 81 confusion counts ``conf_<true>_<predicted>``.
     * ``summary.csv``: ``input, score, mean, std, n`` (fractions; std with ddof 1).
     * ``paired.csv``: ``score, first, second, seeds, mean, std, se, low, high, resolved``: the
-      paired differences (:func:`paired_differences`, 95 %) of every :data:`SCORES` score.
+      paired differences (:func:`paired_differences`, 95 %) of every :data:`SCORES` score and
+      every class's IoU.
     * ``summary.md``: see :func:`summary_markdown`.
 
     Returns:
@@ -540,7 +545,7 @@ def write_report(results: Sequence[SeedResult], data: BenchData, folder: str | o
         rows += [[kind, score, repr(s["mean"]), repr(s["std"]), s["n"]] for score, s in stats.items()]
     write_csv(written["summary_csv"], rows)
     rows = [["score", "first", "second", "seeds", "mean", "std", "se", "low", "high", "resolved"]]
-    for score in SCORES:
+    for score in (*SCORES, *IOU_COLUMNS):
         for row in paired_differences(results, score):
             rows.append([score, row["a"], row["b"], row["n"], *(repr(row[key]) for key in ("mean", "std", "se", "low", "high")), row["resolved"]])
     write_csv(written["paired_csv"], rows)
