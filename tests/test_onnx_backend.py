@@ -71,6 +71,11 @@ def test_export_form_computes_what_the_network_computes():
     assert export_form.network.decode[2].up is None and export_form.network.decode[1].up is not None  # 1x1 folded into reduce, 3x3 not
     with torch.inference_mode():
         torch.testing.assert_close(export_form(ir, vis_y), network(ir, vis_y), atol=1e-5, rtol=0)
+        # Any subset of the rewrites (benchmarks/onnx_rewrites.py measures each) computes the same.
+        for rewrites in ((), ("sobel",), ("split_skips", "salience_sum"), ("paired_stems",)):
+            torch.testing.assert_close(_export_form(network, rewrites)(ir, vis_y), network(ir, vis_y), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="unknown export rewrites"):
+        _export_form(network, ("fast",))
 
 
 def test_a_shape_run_again_gets_a_fixed_shape_session_with_the_same_output(fusion_onnx):

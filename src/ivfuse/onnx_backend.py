@@ -28,6 +28,7 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,8 @@ CALIBRATION_PAIRS = 16
 ONNX_OPSET = 17
 _ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 OPTIMIZATION_LEVELS = tuple(_ORT_LEVELS)
+#: The export form's rewrites (:func:`_export_form`), all applied by default.
+REWRITES = ("sobel", "split_skips", "salience_sum", "paired_stems")
 _INPUTS = {"FusionNet": ("ir", "vis_y"), "SegmentationNet": ("image",)}
 _OUTPUT = {"FusionNet": "fused", "SegmentationNet": "logits"}
 _SHIPPED = {"FusionNet": "fusion", "SegmentationNet": "segmentation"}
@@ -252,15 +255,22 @@ class _PairedStemFusionNet(torch.nn.Module):
         return network.decode_features((both0,), (ir1, vis1), ir2, vis2, ir, vis_y)
 
 
-def _export_form(network: torch.nn.Module) -> torch.nn.Module:
+def _export_form(network: torch.nn.Module, rewrites: Sequence[str] = REWRITES) -> torch.nn.Module:
     """A copy of ``network`` rewritten for ONNX Runtime, computing the same outputs up to float
-    rounding: gradient blocks as :class:`_ConvSobelBlock`, decoder stages as
-    :class:`_SplitSkipStage`, the salience gain as :class:`_SalienceGainSum`, and a fusion
-    network's two stems paired (:class:`_PairedStemFusionNet`)."""
+    rounding. ``rewrites`` (:data:`REWRITES`) chooses among: ``"sobel"``, gradient blocks as
+    :class:`_ConvSobelBlock`; ``"split_skips"``, decoder stages as :class:`_SplitSkipStage`;
+    ``"salience_sum"``, the salience gain as :class:`_SalienceGainSum`; ``"paired_stems"``, a
+    fusion network's two stems paired (:class:`_PairedStemFusionNet`, which splits the
+    full-resolution decoder stage in any case)."""
+    unknown = set(rewrites) - set(REWRITES)
+    if unknown:
+        raise ValueError(f"unknown export rewrites {sorted(unknown)}; choose from {REWRITES}")
     device = next(network.parameters()).device
     network = copy.deepcopy(network)
-    paired = _PairedStemFusionNet(network) if isinstance(network, FusionNet) else None
-    replacements = {GradientResidualBlock: _ConvSobelBlock, DecoderStage: _SplitSkipStage, SalienceGain: _SalienceGainSum}
+    paired = _PairedStemFusionNet(network) if isinstance(network, FusionNet) and "paired_stems" in rewrites else None
+    kinds = {"sobel": (GradientResidualBlock, _ConvSobelBlock), "split_skips": (DecoderStage, _SplitSkipStage),
+             "salience_sum": (SalienceGain, _SalienceGainSum)}
+    replacements = dict(kinds[rewrite] for rewrite in rewrites if rewrite in kinds)
     found = [(name, module) for name, module in network.named_modules() if type(module) in replacements]
     for name, module in found:
         parent, _, child = name.rpartition(".")
@@ -275,11 +285,12 @@ def export_onnx(
     *,
     quantize: str | None = None,
     calibration: str | os.PathLike | None = None,
+    rewrites: Sequence[str] = REWRITES,
 ) -> bytes:
     """The network as a checked ONNX model, written atomically to ``path`` when given.
 
-    The graph is the network's ``forward``, its gradient blocks' Sobel magnitude written as
-    depthwise convolutions (:class:`_ConvSobelBlock`, same outputs up to float rounding).
+    The graph is the network's ``forward`` in its export form (:func:`_export_form`: rewrites
+    that compute the same outputs up to float rounding in a way that suits ONNX Runtime).
     Inputs and output keep the network's shapes with dynamic batch, height and width:
     ``FusionNet``: ``ir``, ``vis_y`` ``(B, 1, H, W)`` float32 in ``[0, 1]`` (``H``, ``W``
     multiples of ``size_multiple``, 8) -> ``fused`` ``(B, 1, H, W)`` in ``[0, 1]``;
@@ -294,6 +305,8 @@ def export_onnx(
         calibration: with ``quantize``: a folder holding ``ir/`` and ``vi/`` image pairs (matched
             by stem) whose activation ranges set the int8 scales; use training pairs, never the
             pairs you evaluate on. ``FusionNet`` only.
+        rewrites: the export form's rewrites (:data:`REWRITES`, all by default); fewer only to
+            measure what each is worth (``benchmarks/onnx_rewrites.py``).
 
     Returns:
         The serialised ONNX model.
@@ -329,7 +342,7 @@ def export_onnx(
         # which needs onnxscript; this one needs nothing beyond onnx and exports the same graph.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _Positional(_export_form(network).eval()), sample, buffer, dynamo=False, opset_version=ONNX_OPSET,
+            _Positional(_export_form(network, rewrites).eval()), sample, buffer, dynamo=False, opset_version=ONNX_OPSET,
             input_names=list(inputs), output_names=[output], dynamic_axes=dynamic,
         )
     model = onnx.load_from_string(buffer.getvalue())
