@@ -1,14 +1,14 @@
 """Score segmentation weights on a folder of images with labels: mIoU and IoU per class.
 
     python benchmarks/segmentation_scores.py --weights runs/X/segmentation.safetensors \\
-        --images FUSED_DIR --labels MSRS/test/label [--threads 2] [--flip]
+        --images FUSED_DIR --labels MSRS/test/label [--threads 2] [--flip] [--scales 0.75,1,1.25]
 
 One confusion matrix over every labelled frame of ``--images`` (whole frames, as
 ``ivfuse seg-bench`` scores them: :func:`ivfuse.segbench.confusion_over_frames`), then mIoU over
 the 9 classes including unlabelled (the field's convention), mIoU over classes 1-8, pixel accuracy
 and the IoU of each class, in percent, as one Markdown table. A class absent from labels and
-predictions prints as "-" and is left out of the means. ``--flip`` predicts with flip test-time
-augmentation (:func:`ivfuse.models.class_probabilities`), as ``ivfuse segment --flip`` does.
+predictions prints as "-" and is left out of the means. ``--flip`` and ``--scales`` predict with
+test-time augmentation (:func:`ivfuse.models.class_probabilities`), as ``ivfuse segment`` does.
 """
 
 import argparse
@@ -32,8 +32,10 @@ def main() -> None:
     parser.add_argument("--labels", required=True, help="folder of label PNGs named like the images")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--scales", default="1", help="comma-separated resize factors, e.g. 0.75,1,1.25")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
+    scales = tuple(float(scale) for scale in arguments.scales.split(","))
     network = load_network(arguments.weights, expected="SegmentationNet").eval()
     images, labels = list_images(arguments.images)[0], list_images(arguments.labels)[0]
     stems = sorted(set(images) & set(labels))
@@ -41,12 +43,12 @@ def main() -> None:
         sys.exit(f"error: no image of {arguments.images} has a label in {arguments.labels}")
     began = time.perf_counter()
     frames = (load_labelled_image(stem, images[stem], torch.from_numpy(read_label(labels[stem]))) for stem in stems)
-    scores = segmentation_scores(confusion_over_frames(network, frames, torch.device("cpu"), flip=arguments.flip))
+    scores = segmentation_scores(confusion_over_frames(network, frames, torch.device("cpu"), flip=arguments.flip, scales=scales))
     seconds = time.perf_counter() - began
     columns = [*SCORES.values(), *CLASS_NAMES]
     values = [scores[key] for key in SCORES] + list(scores["iou"])
-    flip = ", flip test-time augmentation" if arguments.flip else ""
-    print(f"{arguments.weights} on {len(stems)} frames of {arguments.images} ({seconds:.0f} s, {arguments.threads} threads{flip})\n")
+    augmentation = (", flip" if arguments.flip else "") + (f", scales {arguments.scales}" if scales != (1.0,) else "")
+    print(f"{arguments.weights} on {len(stems)} frames of {arguments.images} ({seconds:.0f} s, {arguments.threads} threads{augmentation})\n")
     print("| " + " | ".join(columns) + " |")
     print("|" + "---:|" * len(columns))
     print("| " + " | ".join("-" if value != value else f"{100 * value:.2f}" for value in values) + " |")

@@ -1,12 +1,14 @@
 """Speed of the segmentation network on one 640x480 frame (fusion excluded), per architecture.
 
-    python benchmarks/segmentation_speed.py [--threads 2] [--repeats 15] [--weights FILE ...] [--config TOML ...]
+    python benchmarks/segmentation_speed.py [--threads 2] [--repeats 15] [--weights FILE ...] [--config TOML ...] [--flip] [--scales S,S,...]
 
 Each ``--weights`` file (default: the shipped ``segmentation.safetensors``) and each
 ``--config`` (its ``[segmentation]`` section, random weights: the speed does not depend on the
 values) is one row: median seconds of ``network(image)`` under ``torch.no_grad()`` on a
 ``(1, 3, 480, 640)`` tensor after one warm-up, parameters and multiply-accumulates of the
-convolutions. The budget is 0.15 s on 2 threads.
+convolutions. With ``--flip`` / ``--scales`` the timed call is
+:func:`ivfuse.models.class_probabilities` with that test-time augmentation (MACs stay those of
+one plain run). The budget is 0.15 s on 2 threads.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 
 import torch
 
-from ivfuse.models import SegmentationConfig, SegmentationNet
+from ivfuse.models import SegmentationConfig, SegmentationNet, class_probabilities
 from ivfuse.serialization import load_network, shipped_weights
 
 if sys.version_info >= (3, 11):
@@ -43,13 +45,13 @@ def convolution_macs(network: torch.nn.Module, image: torch.Tensor) -> int:
     return total
 
 
-def seconds_per_frame(network: torch.nn.Module, image: torch.Tensor, repeats: int) -> float:
+def seconds_per_frame(network: torch.nn.Module, image: torch.Tensor, repeats: int, **augmentation) -> float:
     with torch.no_grad():
-        network(image)  # warm-up
+        class_probabilities(network, image, **augmentation)  # warm-up
         times = []
         for _ in range(repeats):
             began = time.perf_counter()
-            network(image)
+            class_probabilities(network, image, **augmentation)
             times.append(time.perf_counter() - began)
     return statistics.median(times)
 
@@ -60,7 +62,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--weights", action="append", default=[], help="segmentation .safetensors (repeatable)")
     parser.add_argument("--config", action="append", default=[], help="TOML with a [segmentation] section (repeatable)")
+    parser.add_argument("--flip", action="store_true", help="time flip test-time augmentation too")
+    parser.add_argument("--scales", default="1", help="comma-separated resize factors of test-time augmentation, e.g. 0.5,0.75,1")
     args = parser.parse_args()
+    augmentation = dict(flip=args.flip, scales=tuple(float(scale) for scale in args.scales.split(",")))
     torch.set_num_threads(args.threads)
     networks = {path: load_network(path, expected="SegmentationNet") for path in args.weights}
     for path in args.config:
@@ -69,12 +74,14 @@ def main() -> None:
     if not networks:
         networks["shipped"] = load_network(shipped_weights("segmentation"), expected="SegmentationNet")
     image = torch.rand(1, 3, 480, 640)
-    print(f"torch {torch.__version__}, {args.threads} threads, 640x480, median of {args.repeats} after one warm-up\n")
+    tta = (" flip" if args.flip else "") + (f" scales {args.scales}" if augmentation["scales"] != (1.0,) else "")
+    print(f"torch {torch.__version__}, {args.threads} threads, 640x480, median of {args.repeats} after one warm-up"
+          f"{', test-time augmentation:' + tta if tta else ''}\n")
     print("| network | s/frame | parameters | GMACs/frame |")
     print("|---|---|---|---|")
     for name, network in networks.items():
         network.eval()
-        seconds = seconds_per_frame(network, image, args.repeats)
+        seconds = seconds_per_frame(network, image, args.repeats, **augmentation)
         parameters = sum(p.numel() for p in network.parameters())
         print(f"| {name} | {seconds:.3f} | {parameters:,} | {convolution_macs(network, image) / 1e9:.2f} |")
 

@@ -103,3 +103,17 @@ def test_cli_flip_segments_with_both_predictions(tmp_path):
     plain, _ = Segmenter().segment(*read_pair(*pair))
     np.testing.assert_array_equal(written, expected)
     assert (written != plain).any()
+
+
+@pytest.mark.parametrize("scales", ["0", "a,b", "1,-2", ""])
+def test_cli_bad_scales_exit_2_with_one_line(tmp_path, scales):
+    from click.testing import CliRunner
+
+    from ivfuse.cli import main
+
+    from .conftest import EXAMPLES
+
+    pair = [str(EXAMPLES / "ir" / "00055D.png"), str(EXAMPLES / "vi" / "00055D.png")]
+    outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "out"), "--scales", scales])
+    assert outcome.exit_code == 2 and "--scales" in outcome.output and "Traceback" not in outcome.output
+    assert not (tmp_path / "out").exists()

@@ -142,10 +142,12 @@ def fuse(ir_path, vis_path, out_path, method, weights, backend, device, threads,
 @click.option("--probabilities", is_flag=True, help="Also write probabilities/<class>/<stem>.png: each class's probability as 8-bit grey.")
 @click.option("--masks", is_flag=True, help="Also write masks/<class>/<stem>.png: 255 where the pixel is that class.")
 @click.option("--flip", is_flag=True, help="Average with the prediction of the mirrored image (test-time augmentation; twice the segmentation time).")
+@click.option("--scales", default="1", show_default=True, metavar="S,S,...", callback=lambda context, parameter, value: _parse_scales(value),
+              help="Average the predictions of the image resized by these factors, e.g. 0.75,1,1.25 (test-time augmentation).")
 @_max_pixels_option
 @click.option("--skip-existing", is_flag=True, help="Skip pairs whose labels/<stem>.png exists (written last: the pair is complete); resumes an interrupted run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, threads, probabilities, masks, flip, skip_existing, quiet):
+def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, threads, probabilities, masks, flip, scales, skip_existing, quiet):
     """Segment fused images: MSRS class ids as PNG (labels/), palette overlays (overlays/) and their legend."""
     from .io import write_image
     from .segmenter import Segmenter, legend, segment_folder, segment_pair_files
@@ -153,7 +155,7 @@ def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, thr
     _set_threads(threads)
     try:
         folders = _inputs_are_folders(ir_path, vis_path)
-        segmenter = Segmenter(fusion_weights, seg_weights, device=device, flip=flip)
+        segmenter = Segmenter(fusion_weights, seg_weights, device=device, flip=flip, scales=scales)
         if folders:
             report = segment_folder(segmenter, ir_path, vis_path, out_dir, probabilities=probabilities, masks=masks,
                                     skip_existing=skip_existing, on_error=_warn, progress=_progress("segment", quiet))
@@ -167,6 +169,16 @@ def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, thr
         click.echo(f"wrote {segment_pair_files(segmenter, ir_path, vis_path, out_dir, ir_path.stem, probabilities=probabilities, masks=masks)}")
     except _USER_ERRORS as error:
         _fail(str(error))
+
+
+def _parse_scales(value: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(scale) for scale in value.split(","))
+    except ValueError:
+        scales = ()
+    if not scales or not all(0 < scale <= 4 for scale in scales):
+        raise click.BadParameter(f"expected comma-separated factors in (0, 4] such as 0.75,1,1.25, got {value!r}", param_hint="--scales")
+    return scales
 
 
 def _parse_fps(context, parameter, value: str | None):

@@ -35,9 +35,9 @@ class Segmenter:
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ...).
         backend: ``"torch"`` or ``"onnxruntime"`` for both networks (as for :class:`Fuser`); with
             onnxruntime either weights file may also be an ``.onnx`` file from ``ivfuse export``.
-        flip: average the prediction with that of the mirrored image (flip test-time
-            augmentation, :func:`ivfuse.models.class_probabilities`): twice the segmentation
-            network's time.
+        flip, scales: test-time augmentation (:func:`ivfuse.models.class_probabilities`):
+            average the predictions of the mirrored image and of copies resized by ``scales``;
+            each copy costs one more run of the segmentation network.
 
     Raises:
         WeightsError: a weights file is missing, corrupt or of another network (one line naming it).
@@ -57,8 +57,9 @@ class Segmenter:
         device: str = "cpu",
         backend: str = "torch",
         flip: bool = False,
+        scales: Sequence[float] = (1.0,),
     ):
-        self.flip = flip
+        self.flip, self.scales = flip, tuple(scales)
         path = Path(segmentation_weights) if segmentation_weights is not None else shipped_weights("segmentation")
         # The shipped segmentation network was trained on the shipped fusion network's images.
         self.fuser = Fuser(fusion_weights, device=device, backend=backend)
@@ -98,7 +99,7 @@ class Segmenter:
             fused = np.repeat(fused[..., None], 3, axis=2)
         with torch.inference_mode():
             image = torch.from_numpy(np.ascontiguousarray(fused)).permute(2, 0, 1)[None].to(self.fuser.device)
-            probabilities = class_probabilities(self.network, image, flip=self.flip)[0].float().cpu().numpy()
+            probabilities = class_probabilities(self.network, image, flip=self.flip, scales=self.scales)[0].float().cpu().numpy()
         return probabilities, fused
 
 

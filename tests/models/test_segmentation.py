@@ -108,3 +108,22 @@ def test_flip_averages_the_prediction_of_the_mirrored_image():
         # Flip averaging is mirror-symmetric: the mirrored image gets the mirrored prediction.
         torch.testing.assert_close(class_probabilities(net, image.flip(-1), flip=True), flipped.flip(-1))
         assert not torch.allclose(plain, flipped)
+
+
+def test_scales_average_the_predictions_of_resized_copies():
+    import torch.nn.functional as F
+
+    from ivfuse.models import class_probabilities
+
+    torch.manual_seed(0)
+    net = SegmentationNet().eval()
+    image = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        plain = class_probabilities(net, image)
+        torch.testing.assert_close(class_probabilities(net, image, scales=(1.0,)), plain)
+        half = F.interpolate(net(F.interpolate(image, scale_factor=0.5, mode="bilinear", align_corners=False)), size=(64, 96), mode="bilinear", align_corners=False)
+        both = class_probabilities(net, image, scales=(0.5, 1.0))
+        torch.testing.assert_close(both, (half.softmax(1) + plain) / 2)
+        torch.testing.assert_close(both.sum(1), torch.ones(1, 64, 96))
+        mirrored = class_probabilities(net, image.flip(-1), scales=(0.5, 1.0)).flip(-1)
+        torch.testing.assert_close(class_probabilities(net, image, flip=True, scales=(0.5, 1.0)), (both + mirrored) / 2)

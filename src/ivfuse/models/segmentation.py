@@ -37,6 +37,7 @@ Only ``torch`` is imported here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -247,29 +248,38 @@ class SegmentationNet(nn.Module):
         return logits, aux_logits
 
 
-def class_probabilities(network, image: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
-    """Softmax class probabilities of a segmentation network, optionally averaged with its
-    prediction of the mirrored image (flip test-time augmentation).
+def class_probabilities(network, image: torch.Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """Softmax class probabilities of a segmentation network, optionally averaged over test-time
+    augmentations: the mirrored image (``flip``) and resized copies (``scales``).
 
     Road and surveillance scenes look as plausible mirrored left to right, and the network was
-    trained on mirrored crops, so its two predictions err differently; their mean costs a second
-    forward pass (docs/segmentation.md, "Flip test-time augmentation", has what it changes).
+    trained on mirrored crops at scales 0.6-1.2, so its predictions of a mirrored or resized
+    copy err differently; their mean costs one forward pass per copy (docs/segmentation.md,
+    "Test-time augmentation", has what each changes).
 
     Args:
         network: a :class:`SegmentationNet` in eval mode, or anything called like it (the
             ONNX Runtime stand-in, :class:`ivfuse.onnx_backend.OnnxNetwork`).
         image: ``(B, 3, H, W)`` float in ``[0, 1]``.
-        flip: also segment ``image`` mirrored left to right and average the probabilities.
+        flip: also segment every copy mirrored left to right.
+        scales: resize factors of the copies (bilinear; their probabilities are resized back to
+            ``H x W``); ``(1.0,)`` is the image alone. Each copy must stay at least 32 pixels a side.
 
     Returns:
         ``(B, classes, H, W)`` float, summing to 1 over classes at every pixel.
 
     Example:
         >>> net = SegmentationNet().eval()
-        >>> class_probabilities(net, torch.rand(1, 3, 64, 96), flip=True).shape
+        >>> class_probabilities(net, torch.rand(1, 3, 64, 96), flip=True, scales=(0.75, 1.0)).shape
         torch.Size([1, 9, 64, 96])
     """
-    probabilities = network(image).softmax(1)
-    if flip:
-        probabilities = (probabilities + network(image.flip(-1)).softmax(1).flip(-1)) / 2
-    return probabilities
+    size = image.shape[-2:]
+    total = 0
+    for scale in scales:
+        copy = image if scale == 1 else F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=False)
+        for mirrored in (False, True) if flip else (False,):
+            logits = network(copy.flip(-1)).flip(-1) if mirrored else network(copy)
+            if scale != 1:
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            total = total + logits.softmax(1)
+    return total / (len(scales) * (2 if flip else 1))
