@@ -117,8 +117,8 @@ class _SplitSkipStage(torch.nn.Module):
     A convolution over ``[upsampled, *skips]`` is the sum of convolutions over each part, so the
     stage convolves each part on its own and adds. In ONNX Runtime this saves a concatenation
     and, at full resolution, the layout changes of the 8-channel skips (fewer channels than the
-    blocked layout's 16 are converted back and forth): about 5 ms of 60 at 640x480 (docs/onnx.md,
-    Speed). With a 1x1 convolution the upsampled part's convolution also moves before the
+    blocked layout's 16 are converted back and forth; ``benchmarks/onnx_rewrites.py`` measures
+    it). With a 1x1 convolution the upsampled part's convolution also moves before the
     upsampling, into ``reduce``: bilinear upsampling is linear and keeps constants, so the
     product of the two 1x1 convolutions gives the same values up to float rounding.
 
@@ -169,7 +169,7 @@ class _SalienceGainSum(torch.nn.Module):
 
     ONNX Runtime would compute a one-channel convolution output in its 16-channel blocked layout,
     upsample all 16 channels to full resolution and convert the result back; the sum gives a
-    plain one-channel map, upsampled as one channel: about 1.4 ms of 53 at 640x480. Same values
+    plain one-channel map, upsampled as one channel (``benchmarks/onnx_rewrites.py``). Same values
     up to float rounding.
 
     Shape: as the gain, ``features (B, C, H/4, W/4)``, ``size (H, W)`` -> ``(B, 1, H, W)``.
@@ -194,7 +194,7 @@ class _PairedStems(torch.nn.Module):
     magnitude as in :class:`_ConvSobelBlock`, its weight repeated over its four parts) to
     ``[ir0; vis0]``. With ``C = 8`` that is one map of 16 channels, ONNX Runtime's block size,
     instead of two 8-channel maps that are each converted out of and back into the blocked
-    layout: about 2.5 ms of 57 at 640x480 (docs/onnx.md, Speed).
+    layout (``benchmarks/onnx_rewrites.py``).
 
     Shape: ``ir``, ``vis_y`` ``(B, 1, H, W)`` -> ``(B, 2C, H, W)``.
     """
