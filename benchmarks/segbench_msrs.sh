@@ -8,7 +8,7 @@
 #    baselines (gff, laplacian); existing outputs are kept, so a rerun resumes,
 # 3. trains configs/segbench.toml per input kind (IR, visible, the four fused kinds) and seed in
 #    $JOBS processes of one thread each (kinds split between them), then writes the report
-#    (summary.md, paired.md, CSVs) into OUT_DIR/report with one more call that trains nothing.
+#    (summary.md with the paired intervals, CSVs) into OUT_DIR/report with one more call that trains nothing.
 #    Finished (kind, seed) runs are kept in OUT_DIR/report/runs: rerun the script to resume.
 #
 # Environment: SEEDS (default 0,1,2,3,4), JOBS (default 2), IVFUSE (default: ivfuse).
