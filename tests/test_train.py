@@ -427,7 +427,7 @@ def test_train_lists_keep_only_the_listed_pairs_of_their_folder(tmp_path):
     names = [sample.name for sample in training.training_pairs(data, TINY_DATA)]
     assert names[-1] == "tiny/RoadScene/FLIR_00018" and not any("FLIR_00006" in name for name in names)
     assert sum("/MSRS/" in name for name in names) == 6  # "" keeps every pair of its folder
-    listing.write_text("FLIR_00018 FLIR_99999\n")
+    listing.write_text("FLIR_00018\nFLIR_99999.png\n")
     with pytest.raises(ValueError, match="FLIR_99999"):
         training.training_pairs(data, TINY_DATA)
     with pytest.raises(ValueError, match="one file"):

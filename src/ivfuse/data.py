@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import kornia
 import torch
 import torch.nn.functional as F
 
 from .classes import IGNORE_INDEX, OBJECT_CLASS_IDS
 from .color import infrared_to_grey, to_tensor
 from .io import ImageReadError, LabelSizeError, find_pairs, list_images, read_image, read_label, read_pair
+from .losses import gaussian_blur
 
 
 @dataclass
@@ -310,5 +310,4 @@ def _random_blur(plane: torch.Tensor, most: float, generator: torch.Generator) -
     sigma = most * float(torch.rand((), generator=generator))
     if sigma < 0.3:  # a Gaussian this narrow is (nearly) the identity: skip building it
         return plane
-    radius = math.ceil(3 * sigma)
-    return kornia.filters.gaussian_blur2d(plane[None], (2 * radius + 1,) * 2, (sigma, sigma), border_type="reflect")[0]
+    return gaussian_blur(plane[None], sigma)[0]

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ivfuse.io import IMAGE_EXTENSIONS, ImageReadError, find_pairs, list_images, read_image
 from ivfuse.metrics.fusion import CONVENTIONS, compute_all, resolve_metric_names, to_gray255
 
-__all__ = ["Evaluation", "EvaluationError", "Skip", "evaluate", "read_image_list", "summarize"]
+__all__ = ["Evaluation", "EvaluationError", "Skip", "evaluate", "image_stems", "read_image_list", "summarize"]
 
 
 class EvaluationError(ValueError):
@@ -235,7 +235,7 @@ def _select_pairs(pairs: list, images: int | Sequence[str] | None) -> tuple[list
             raise EvaluationError(f"every N-th pair needs N >= 1, got {images}")
         chosen = pairs[::images]
         return chosen, f"{len(chosen)} pairs at positions 1, {1 + images}, {1 + 2 * images}, ... of the {len(pairs)} pairs sorted by name", None
-    listed = {Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name for name in images}
+    listed = image_stems(images)
     chosen = [pair for pair in pairs if pair[0] in listed]
     if not chosen:
         raise EvaluationError(f"none of the {len(listed)} listed names has an IR/visible pair")
@@ -257,6 +257,17 @@ def read_image_list(path: str | Path) -> list[str]:
     if not names:
         raise EvaluationError(f"{path}: the image list names no image")
     return names
+
+
+def image_stems(names: Iterable[str]) -> set[str]:
+    """The pair names (file stems) that listed names refer to: ``"00055D.png"`` and ``"00055D"``
+    both name the pair ``00055D``; a name whose suffix is not an image extension is kept whole.
+
+    Example:
+        >>> sorted(image_stems(["00055D.png", "FLIR_00018", "a.b"]))
+        ['00055D', 'FLIR_00018', 'a.b']
+    """
+    return {Path(name).stem if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name for name in names}
 
 
 def summarize(result: Evaluation) -> dict[str, dict[str, dict[str, float]]]:

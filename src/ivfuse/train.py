@@ -59,6 +59,7 @@ from tqdm import tqdm
 from .classes import IGNORE_INDEX, IOU_COLUMNS, NUM_CLASSES, OBJECT_CLASS_IDS
 from .color import merge_luma_rgb, split_luma
 from .data import Augment, Sample, draw_batch, load_pairs
+from .evaluate import image_stems, read_image_list
 from .io import atomic_write, first_line, write_csv
 from .losses import (
     ContentWeights,
@@ -91,7 +92,8 @@ class DataConfig:
     ``validation_pairs`` labelled pairs are held out of training (spread evenly over the sorted
     labelled pairs, so day and night frames both appear) and scored after every round.
     ``train_lists``: empty, or one entry per ``train`` folder: a text file (relative to ``root``)
-    of the pair names (file stems, whitespace-separated) to train on, or ``""`` for all of the
+    of the pair names to train on, in the format of ``ivfuse eval --images``
+    (:func:`ivfuse.evaluate.read_image_list`: one name per line), or ``""`` for all of the
     folder's pairs, e.g. ``RoadScene/splits/train.txt`` keeps RoadScene's dev names out.
     """
 
@@ -116,10 +118,7 @@ def training_pairs(data: DataConfig, root: Path) -> list[Sample]:
         pairs = load_pairs([root / folder])
         listing = data.train_lists[index] if data.train_lists else ""
         if listing:
-            try:
-                names = set((root / listing).read_text(encoding="utf-8").split())
-            except OSError as error:
-                raise ValueError(f"[data] train_lists: cannot read {root / listing} ({error})") from None
+            names = image_stems(read_image_list(root / listing))
             missing = names - {sample.name.rsplit("/", 1)[-1] for sample in pairs}
             if missing:
                 raise ValueError(f"[data] train_lists: {root / listing} names pairs not in {folder}: {', '.join(sorted(missing)[:5])}")
