@@ -215,13 +215,7 @@ class Fuser:
 
     def _run_network(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         height, width = ir.shape[-2:]
-        multiple = self.network.size_multiple
-        padding = (0, -width % multiple, 0, -height % multiple)
-        if any(padding):
-            # Reflect keeps image statistics at the border; it needs the pad to be smaller than the side.
-            mode = "reflect" if padding[3] < height and padding[1] < width else "replicate"
-            ir, vis_y = F.pad(ir, padding, mode=mode), F.pad(vis_y, padding, mode=mode)
-        ir, vis_y = ir.contiguous(memory_format=self.memory_format), vis_y.contiguous(memory_format=self.memory_format)
+        ir, vis_y = (pad_to_multiple(x, self.network.size_multiple).contiguous(memory_format=self.memory_format) for x in (ir, vis_y))
         return self.network(ir, vis_y)[..., :height, :width]
 
     def _run_tiled(self, ir: torch.Tensor, vis: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
@@ -245,6 +239,22 @@ class Fuser:
         # The tiles form a grid of row starts x column starts, so their blend weights sum to a
         # product of a row and a column sum: dividing by both needs no full-size weight image.
         return total.div_(rows_weight[:, None]).div_(cols_weight[None, :])
+
+
+def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``(B, C, H, W)`` padded at the bottom and right to multiples of ``multiple``, as the
+    network needs: reflected, which keeps image statistics at the border, or replicated where the
+    pad is not smaller than the side (reflect cannot pad that far). Crop ``[..., :H, :W]`` after.
+
+    Example:
+        >>> pad_to_multiple(torch.zeros(1, 1, 5, 9), 8).shape
+        torch.Size([1, 1, 8, 16])
+    """
+    height, width = image.shape[-2:]
+    padding = (0, -width % multiple, 0, -height % multiple)
+    if not any(padding):
+        return image
+    return F.pad(image, padding, mode="reflect" if padding[3] < height and padding[1] < width else "replicate")
 
 
 class _OneTorchThread:

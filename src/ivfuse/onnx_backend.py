@@ -376,6 +376,7 @@ def calibration_feeds(folder: str | os.PathLike, size_multiple: int = 8) -> list
         ImageReadError: an image cannot be read, or a pair's sizes differ.
     """
     from .color import infrared_to_grey, rgb_to_luma, to_tensor
+    from .fuser import pad_to_multiple  # fuser imports this module: imported here, when used
     from .io import find_pairs, read_pair
 
     folder = Path(folder)
@@ -388,11 +389,8 @@ def calibration_feeds(folder: str | os.PathLike, size_multiple: int = 8) -> list
         _, ir_path, vis_path = pairs[int(index * step)]
         ir, vis = read_pair(ir_path, vis_path)
         tensors = [infrared_to_grey(to_tensor(ir)), rgb_to_luma(to_tensor(vis))]
-        tensors = [tensor[..., :1024, :1024] for tensor in tensors]
-        height, width = tensors[0].shape[-2:]
-        padding = (0, -width % size_multiple, 0, -height % size_multiple)
-        mode = "reflect" if padding[3] < height and padding[1] < width else "replicate"
-        feeds.append({name: F.pad(tensor, padding, mode=mode).contiguous().numpy() for name, tensor in zip(_INPUTS["FusionNet"], tensors)})
+        tensors = [pad_to_multiple(tensor[..., :1024, :1024], size_multiple) for tensor in tensors]
+        feeds.append({name: tensor.contiguous().numpy() for name, tensor in zip(_INPUTS["FusionNet"], tensors)})
     return feeds
 
 
