@@ -68,3 +68,4 @@ status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 [ $status -eq 0 ] || { echo "error: a seg-bench job failed; see $OUT/job*.log" >&2; exit 1; }
 bench "${kinds[@]}"
+echo "benchmarks/segbench_msrs.sh: $((SECONDS / 3600)) h $((SECONDS % 3600 / 60)) min"

@@ -4,11 +4,10 @@
 
 Each ``--weights`` file (default: the shipped ``segmentation.safetensors``) and each
 ``--config`` (its ``[segmentation]`` section, random weights: the speed does not depend on the
-values) is one row: median seconds of ``network(image)`` under ``torch.no_grad()`` on a
-``(1, 3, 480, 640)`` tensor after one warm-up, parameters and multiply-accumulates of the
-convolutions. With ``--flip`` / ``--scales`` the timed call is
-:func:`ivfuse.models.class_probabilities` with that test-time augmentation (MACs stay those of
-one plain run). The budget is 0.15 s on 2 threads.
+values) is one row: median seconds of :func:`ivfuse.models.class_probabilities` (the network
+and its softmax; with ``--flip`` / ``--scales``, that test-time augmentation) under
+``torch.no_grad()`` on a ``(1, 3, 480, 640)`` tensor after one warm-up, parameters and
+multiply-accumulates of the convolutions (of one plain run). The budget is 0.15 s on 2 threads.
 """
 
 from __future__ import annotations

@@ -129,8 +129,8 @@ class ContentWeights:
     ``mean_share`` (in ``[0, 1]``), ``sd_gain`` (0: off), ``contrast_level`` (a local standard
     deviation, in ``[0, 1]`` units; 0: off), ``contrast_sigma`` (pixels), ``max_gain`` (``>= 1``),
     ``base_gain`` (``>= 1``; 1: off), ``base_sigma`` (pixels): see :func:`intensity_target`. At
-    their defaults the target is the maximum of the sources,
-    the loss the one the shipped weights were trained with.
+    their defaults the target is the maximum of the sources, the loss the one the shipped weights
+    were trained with.
     """
 
     intensity: float = 1.0
