@@ -6,7 +6,7 @@
 #
 # MSRS: all 316 pairs of MSRS/test. TNO: all 17 pairs of TNO/test. RoadScene: the 43 pairs of
 # RoadScene/splits/dev.txt (fused from RoadScene/train, evaluated on the listed names only; the
-# shipped weights were trained on all of RoadScene/train, these 43 included). Each set goes through
+# shipped weights were trained without them: [data] train_lists). Each set goes through
 # benchmarks/fusion_quality.sh (ivfuse networks in WEIGHTS plus the classical baselines) and prints
 # its table of the six seed metrics and Nabf; reports land in OUT_DIR/<set>/report/.
 set -euo pipefail

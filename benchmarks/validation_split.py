@@ -4,7 +4,9 @@
 segmentation settings without the test split, point it at these: it trains on the labelled
 train frames that ``ivfuse train`` trains on and scores on the ones it holds out
 (``[data] validation_pairs``, :func:`ivfuse.train.hold_out`), for any folder of images named
-like the pairs (e.g. fused train frames). Example (docs/segmentation.md)::
+like the pairs (e.g. fused train frames). ``--validation-list`` holds out the labelled frames a
+list names instead, e.g. whole drives, so that no validation frame has a training frame of the
+same scene beside it (``configs/msrs_validation_drives.txt``). Example (docs/segmentation.md)::
 
     python benchmarks/validation_split.py --config configs/segmentation_fast.toml \\
         --images runs/segdata/fused_train_all --out runs/segdata/fused
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ivfuse.data import load_pairs
+from ivfuse.evaluate import image_stems, read_image_list
 from ivfuse.io import list_images
 from ivfuse.train import hold_out, load_config
 
@@ -27,10 +30,19 @@ def main() -> None:
     parser.add_argument("--images", required=True, help="folder of images named by the pairs' stems")
     parser.add_argument("--out", required=True, help="gets train/ and validation/ folders of links")
     parser.add_argument("--data-root", help="overrides [data] root")
+    parser.add_argument("--validation-list", help="hold out the frames this file names (one per line) instead of [data] validation_pairs")
     arguments = parser.parse_args()
     config = load_config(arguments.config)
     root = Path(arguments.data_root or config.data.root)
-    training, validation = hold_out(load_pairs([root / folder for folder in config.data.train]), config.data.validation_pairs)
+    samples = load_pairs([root / folder for folder in config.data.train])
+    if arguments.validation_list:
+        names = image_stems(read_image_list(arguments.validation_list))
+        training = [sample for sample in samples if sample.name.rsplit("/", 1)[1] not in names]
+        validation = [sample for sample in samples if sample.name.rsplit("/", 1)[1] in names]
+        if len(validation) != len(names):
+            sys.exit(f"error: {arguments.validation_list} names {len(names) - len(validation)} frame(s) that {config.data.train} lacks")
+    else:
+        training, validation = hold_out(samples, config.data.validation_pairs)
     images = list_images(arguments.images)[0]
     for split, samples in (("train", training), ("validation", validation)):
         folder = Path(arguments.out) / split
