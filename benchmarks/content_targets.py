@@ -46,6 +46,14 @@ def detail_boost(ir: torch.Tensor, vis: torch.Tensor, base: torch.Tensor, k: flo
     return base + k * torch.where(sobel(ir) >= sobel(vis), detail_ir, detail_vis)
 
 
+def flat_detail(ir: torch.Tensor, vis: torch.Tensor, base: torch.Tensor, k: float, level: float = 0.1) -> torch.Tensor:
+    """:func:`detail_boost` weighted by flatness ``clamp(1 - max(Sobel) / level, 0, 1)``: detail is
+    added where both sources' edges are weak, which Nabf (weighted by the sources' edge strength)
+    counts least."""
+    flatness = (1 - torch.maximum(sobel(ir), sobel(vis)) / level).clamp(0, 1)
+    return base + flatness * (detail_boost(ir, vis, base, k) - base)
+
+
 def salient_mix(ir: torch.Tensor, vis: torch.Tensor, sigma: float = 16.0, tau: float = 0.1) -> torch.Tensor:
     """Max where IR stands out of its surround (hot objects), mean elsewhere."""
     weight = ((ir - blur(ir, sigma)) / tau).clamp(0, 1)
@@ -104,6 +112,9 @@ TARGETS = {
     "mix0.25_base1.3_s32": loss_target(0.25, 32, 0.0, 2, base_gain=1.3),
     "mix0.25_base1.5_s32": loss_target(0.25, 32, 0.0, 2, base_gain=1.5),
     "mix0.25_sd_base1.3_s32": loss_target(0.25, 32, 0.0, 2, sd_gain=1.0, base_gain=1.3),
+    "mix0.25_base1.5_s32_detail0.5": lambda ir, vis: detail_boost(ir, vis, loss_target(0.25, 32, 0.0, 2, base_gain=1.5)(ir, vis), 0.5),
+    "mix0.25_base1.5_s32_flatdetail1": lambda ir, vis: flat_detail(ir, vis, loss_target(0.25, 32, 0.0, 2, base_gain=1.5)(ir, vis), 1.0),
+    "mix0.25_base1.5_s32_flatdetail2": lambda ir, vis: flat_detail(ir, vis, loss_target(0.25, 32, 0.0, 2, base_gain=1.5)(ir, vis), 2.0),
 }
 
 
