@@ -32,9 +32,10 @@ NETWORKS = {"FusionNet": (FusionNet, FusionConfig), "SegmentationNet": (Segmenta
 def shipped_weights(network: str) -> Path:
     """Path of the weights shipped inside the package.
 
-    ``"fusion"`` and ``"segmentation"``: the networks of ``configs/semantic.toml`` (defaults of
-    ``ivfuse fuse`` and ``ivfuse segment``); ``"fusion_content"``: the content-only network of
-    ``configs/content.toml``, where that run starts.
+    ``"fusion"`` (``configs/semantic_v3.toml``) and ``"segmentation"``
+    (``configs/segmentation.toml``): the defaults of ``ivfuse fuse`` and ``ivfuse segment``;
+    ``"fusion_content"``: the content-only network of ``configs/content_v3.toml``, where the
+    semantic run starts.
     """
     return Path(str(resources.files("ivfuse") / "weights" / f"{network}.safetensors"))
 

@@ -18,7 +18,7 @@
   direct training signal; it costs nothing at inference, where it is not run.
 
 Options for more capacity where the context is (all off by default, which is the shipped
-network of ``configs/semantic.toml``): ``context_blocks`` residual blocks per context stage at
+network of ``configs/segmentation.toml``): ``context_blocks`` residual blocks per context stage at
 1/16 and 1/32 (alternately dilated, so the receptive field grows faster than the depth),
 ``pyramid_bins`` (PSPNet-like pooling of the 1/32 map over coarse grids, added to the global
 average), and ``input_scale`` (the network segments a resized copy of its input, e.g. 0.5: a
@@ -203,7 +203,7 @@ class SegmentationNet(nn.Module):
     """RGB image -> per-pixel class logits (9 MSRS classes by default).
 
     Args:
-        config: architecture; ``SegmentationConfig()`` is the one ``configs/semantic.toml`` trains.
+        config: architecture; ``SegmentationConfig()`` is the one ``configs/segmentation.toml`` trains.
 
     Shape:
         ``image``: ``(B, 3, H, W)`` float in ``[0, 1]``, ``H, W >= 32`` -> logits
