@@ -72,6 +72,9 @@ def loss_target(share: float, sigma: float, level: float, max_gain: float, sd_ga
     return lambda ir, vis: intensity_target(ir, vis, weights)
 
 
+#: The shipped content network's intensity target (configs/content_v3.toml's [loss]).
+V3_TARGET = loss_target(0.25, 32, 0.0, 2, base_gain=1.5)
+
 #: name -> function of (ir, vis), both (1, 1, H, W) float in [0, 1]; the result is clamped and
 #: rounded to 8 bits before scoring, as a fused image is.
 TARGETS = {
@@ -110,11 +113,11 @@ TARGETS = {
     "max_base1.2_s16": loss_target(0.0, 32, 0.0, 2, base_gain=1.2, base_sigma=16),
     "max_base1.4_s32": loss_target(0.0, 32, 0.0, 2, base_gain=1.4),
     "mix0.25_base1.3_s32": loss_target(0.25, 32, 0.0, 2, base_gain=1.3),
-    "mix0.25_base1.5_s32": loss_target(0.25, 32, 0.0, 2, base_gain=1.5),
+    "mix0.25_base1.5_s32": V3_TARGET,
     "mix0.25_sd_base1.3_s32": loss_target(0.25, 32, 0.0, 2, sd_gain=1.0, base_gain=1.3),
-    "mix0.25_base1.5_s32_detail0.5": lambda ir, vis: detail_boost(ir, vis, loss_target(0.25, 32, 0.0, 2, base_gain=1.5)(ir, vis), 0.5),
-    "mix0.25_base1.5_s32_flatdetail1": lambda ir, vis: flat_detail(ir, vis, loss_target(0.25, 32, 0.0, 2, base_gain=1.5)(ir, vis), 1.0),
-    "mix0.25_base1.5_s32_flatdetail2": lambda ir, vis: flat_detail(ir, vis, loss_target(0.25, 32, 0.0, 2, base_gain=1.5)(ir, vis), 2.0),
+    "mix0.25_base1.5_s32_detail0.5": lambda ir, vis: detail_boost(ir, vis, V3_TARGET(ir, vis), 0.5),
+    "mix0.25_base1.5_s32_flatdetail1": lambda ir, vis: flat_detail(ir, vis, V3_TARGET(ir, vis), 1.0),
+    "mix0.25_base1.5_s32_flatdetail2": lambda ir, vis: flat_detail(ir, vis, V3_TARGET(ir, vis), 2.0),
 }
 
 
