@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ivfuse.io import find_pairs, read_image
-from ivfuse.losses import ContentWeights, intensity_target
+from ivfuse.losses import ContentWeights, intensity_target, stronger_detail
 from ivfuse.losses import gaussian_blur as blur
 from ivfuse.metrics import compute_all, to_gray255
 from ivfuse.models.fusion import sobel_magnitude as sobel
@@ -42,8 +42,7 @@ def local_stretch(x: torch.Tensor, sigma: float, gain: float) -> torch.Tensor:
 
 def detail_boost(ir: torch.Tensor, vis: torch.Tensor, base: torch.Tensor, k: float) -> torch.Tensor:
     """``base`` plus ``k`` times the fine detail (x - blur_2(x)) of the source with the stronger edge."""
-    detail_ir, detail_vis = ir - blur(ir, 2.0), vis - blur(vis, 2.0)
-    return base + k * torch.where(sobel(ir) >= sobel(vis), detail_ir, detail_vis)
+    return base + k * stronger_detail(ir, vis, 2.0)
 
 
 def flat_detail(ir: torch.Tensor, vis: torch.Tensor, base: torch.Tensor, k: float, level: float = 0.1) -> torch.Tensor:

@@ -187,7 +187,7 @@ def test_content_weights_refuse_targets_out_of_range():
     from ivfuse.losses import ContentWeights
 
     for bad in (dict(mean_share=1.5), dict(sd_gain=-1.0), dict(contrast_level=-0.1), dict(max_gain=0.5), dict(contrast_sigma=0.0),
-                dict(base_gain=0.9), dict(base_sigma=0.0)):
+                dict(base_gain=0.9), dict(base_sigma=0.0), dict(detail_gain=-0.5), dict(detail_sigma=0.0)):
         with pytest.raises(ValueError):
             ContentWeights(**bad)
 
@@ -229,3 +229,22 @@ def test_base_gain_stretches_the_coarse_layer_and_barely_the_edges():
     # A flat image has no base contrast to stretch.
     flat = torch.full((1, 1, 40, 40), 0.3)
     torch.testing.assert_close(intensity_target(flat, flat, ContentWeights(base_gain=2.0)), flat)
+
+
+def test_detail_gain_adds_the_fine_detail_of_the_source_with_the_stronger_edge():
+    from ivfuse.losses import ContentWeights, intensity_target, stronger_detail
+
+    # IR carries fine stripes on the left half, visible on the right half; both share a ramp.
+    ramp = torch.linspace(0.2, 0.8, 64).expand(64, 64)[None, None].clone()
+    stripes = 0.1 * ((torch.arange(64) // 2) % 2).float().expand(64, 64)[None, None]
+    left = torch.zeros(1, 1, 64, 64, dtype=torch.bool)
+    left[..., :32] = True
+    ir, vis_y = ramp + stripes * left, ramp + stripes * ~left
+    assert not ContentWeights(detail_gain=0.5).plain_target
+    plain = intensity_target(ir, vis_y)
+    target = intensity_target(ir, vis_y, ContentWeights(detail_gain=0.5, detail_sigma=2.0))
+    torch.testing.assert_close(target, plain + 0.5 * stronger_detail(ir, vis_y, 2.0))
+    # The detail is taken from the striped source on each side, so both halves gain contrast alike.
+    detail = stronger_detail(ir, vis_y, 2.0)[..., 8:56, :]
+    assert detail[..., 4:28].std() > 0.03 and detail[..., 36:60].std() > 0.03
+    assert abs(detail[..., 4:28].std() - detail[..., 36:60].std()) < 0.005

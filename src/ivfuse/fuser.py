@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .color import has_equal_channels, infrared_to_grey, merge_luma, rgb_to_luma, split_luma, to_tensor
 from .io import ImageReadError, WriteError, find_pairs, first_line, read_pair, write_image
+from .losses import gaussian_blur
 from .onnx_backend import load_backend_network
 from .runtime import resolve_device
 from .serialization import shipped_weights
@@ -43,7 +44,9 @@ class Fuser:
         method: ``"cdiim"`` (the network) or a name from :data:`ivfuse.baselines.BASELINES`.
         tile_size: images with a side longer than this are fused in overlapping tiles of this
             size, so memory stays bounded (about 1 GB for 4K at the default); a multiple of 8.
-        tile_overlap: overlap between tiles, blended with linear ramps.
+        tile_overlap: overlap between tiles, blended with linear ramps. Each tile's coarse level
+            (Gaussian, sigma ``tile_size / 16``, :attr:`tile_coarse_fraction`) is taken from one fusion of the whole pair
+            downscaled to a tile, so tiles share the whole image's brightness and contrast.
         channels_last: run the network in channels-last memory format; ``None`` (default) uses it
             on the CPU with the torch backend, where ``benchmarks/fusion_speed.py`` measures it faster.
         backend: ``"torch"`` or ``"onnxruntime"`` (CPU; needs ``pip install 'ivfuse[onnx]'``):
@@ -61,6 +64,10 @@ class Fuser:
         >>> fuser.fuse(ir, vis).shape
         (480, 640, 3)
     """
+
+    #: Sigma of the coarse layer that tiles take from the whole pair, as a fraction of
+    #: ``tile_size`` (0: each tile keeps its own; ``benchmarks/tiling_level.py`` compares).
+    tile_coarse_fraction: float = 1 / 16
 
     def __init__(
         self,
@@ -222,13 +229,23 @@ class Fuser:
         """Fused luminance ``(H, W)`` of one pair ``(1, C, H, W)`` (IR: 1 or 3 channels, visible: grey,
         RGB or already luma), in overlapping tiles accumulated into ``total`` ``(H, W)``."""
         height, width = ir.shape[-2:]
+        # The networks set the fused level from the whole input (the CDIIM's attention is global
+        # and the content loss stretches the base layer about the image mean), so a tile fused
+        # alone takes its own level. Each tile keeps its fine detail and takes its coarse layer
+        # from the whole pair fused at one tile's size (docs/fusion_objective.md, "Shipped").
+        sigma = self.tile_size * self.tile_coarse_fraction
+        guide = self._coarse_guide(ir, vis, sigma) if sigma else None
         total.zero_()
         rows_weight, cols_weight = ir.new_zeros(height), ir.new_zeros(width)
         for top in _tile_starts(height, self.tile_size, self.tile_overlap):
             for left in _tile_starts(width, self.tile_size, self.tile_overlap):
                 window = (..., slice(top, top + self.tile_size), slice(left, left + self.tile_size))
-                fused = self._run_network(infrared_to_grey(ir[window]), rgb_to_luma(vis[window]))[0, 0]
-                tile_height, tile_width = fused.shape
+                fused = self._run_network(infrared_to_grey(ir[window]), rgb_to_luma(vis[window]))
+                tile_height, tile_width = fused.shape[-2:]
+                if guide is not None:
+                    coarse = _sample_window(guide, top, left, tile_height, tile_width, height, width)
+                    fused = fused - gaussian_blur(fused, sigma) + coarse
+                fused = fused[0, 0]
                 ramp_y = _ramp(tile_height, self.tile_overlap, top > 0, top + tile_height < height, ir.device)
                 ramp_x = _ramp(tile_width, self.tile_overlap, left > 0, left + tile_width < width, ir.device)
                 total[window[1:]] += fused * ramp_y[:, None] * ramp_x[None, :]
@@ -239,6 +256,17 @@ class Fuser:
         # The tiles form a grid of row starts x column starts, so their blend weights sum to a
         # product of a row and a column sum: dividing by both needs no full-size weight image.
         return total.div_(rows_weight[:, None]).div_(cols_weight[None, :])
+
+    def _coarse_guide(self, ir: torch.Tensor, vis: torch.Tensor, sigma: float) -> torch.Tensor:
+        """Coarse layer ``(1, 1, h, w)`` of the pair fused whole at a tile's size: Gaussian blur of
+        sigma ``sigma`` full-size pixels, on the downscaled fusion."""
+        height, width = ir.shape[-2:]
+        scale = self.tile_size / max(height, width)
+        size = (max(8, round(height * scale)), max(8, round(width * scale)))
+        # Area averaging before the colour conversion: no full-size converted copy is made.
+        small_ir = infrared_to_grey(F.interpolate(ir, size=size, mode="area"))
+        small_vis = rgb_to_luma(F.interpolate(vis, size=size, mode="area"))
+        return gaussian_blur(self._run_network(small_ir, small_vis), sigma * scale)
 
 
 def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -294,6 +322,17 @@ def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
         return [0]
     starts = list(range(0, length - tile, tile - overlap))
     return starts + [length - tile]
+
+
+def _sample_window(image: torch.Tensor, top: int, left: int, rows: int, cols: int, height: int, width: int) -> torch.Tensor:
+    """Bilinear samples ``(1, C, rows, cols)`` of ``image`` ``(1, C, h, w)``, a downscaled copy of a
+    ``height x width`` image, at the full-size pixels of the window starting at ``(top, left)``."""
+    device = image.device
+    # Pixel centres in grid_sample's [-1, 1] coordinates, the same for any size of ``image``.
+    ys = (2 * torch.arange(top, top + rows, device=device) + 1) / height - 1
+    xs = (2 * torch.arange(left, left + cols, device=device) + 1) / width - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None].to(image.dtype)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _ramp(length: int, overlap: int, fade_in: bool, fade_out: bool, device: torch.device) -> torch.Tensor:

@@ -52,6 +52,9 @@ def intensity_target(ir: torch.Tensor, vis_y: torch.Tensor, weights: ContentWeig
       ``base_sigma`` pixels) about the image mean, ``X + (G - 1) (base - mean(base))``: global
       contrast (SD, EN) grows by nearly ``G`` while edges grow by ``(G - 1)`` times the base's
       gradient only, so few fused edges exceed both sources' (what Nabf counts).
+    * ``detail_gain`` ``k`` (> 0) adds ``k`` times the fine detail (``x - blur(x)``, Gaussian
+      sigma ``detail_sigma``) of the source whose Sobel edge is stronger at each pixel: SF rises
+      fastest this way, at a cost in Qabf, VIF and Nabf (edges beyond both sources').
 
     The measurements behind each: docs/fusion_objective.md.
 
@@ -81,7 +84,28 @@ def intensity_target(ir: torch.Tensor, vis_y: torch.Tensor, weights: ContentWeig
     if weights.base_gain != 1:
         base = gaussian_blur(target, weights.base_sigma)
         target = target + (weights.base_gain - 1) * (base - base.mean(dim=(-2, -1), keepdim=True))
+    if weights.detail_gain:
+        target = target + weights.detail_gain * stronger_detail(ir, vis_y, weights.detail_sigma)
     return target
+
+
+def stronger_detail(ir: torch.Tensor, vis_y: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """Fine detail ``x - blur_sigma(x)`` of whichever source has the stronger Sobel edge at each pixel.
+
+    Args:
+        ir, vis_y: ``(B, 1, H, W)`` float in ``[0, 1]``.
+        sigma: Gaussian sigma in pixels of the blur that the detail is taken against.
+
+    Returns:
+        ``(B, 1, H, W)`` float, signed, about 0 on flat areas.
+
+    Example:
+        >>> flat = torch.full((1, 1, 16, 16), 0.5)
+        >>> float(stronger_detail(flat, flat).abs().max()) < 1e-6
+        True
+    """
+    detail_ir, detail_vis = ir - gaussian_blur(ir, sigma), vis_y - gaussian_blur(vis_y, sigma)
+    return torch.where(sobel_magnitude(ir) >= sobel_magnitude(vis_y), detail_ir, detail_vis)
 
 
 def intensity_loss(
@@ -128,7 +152,8 @@ class ContentWeights:
 
     ``mean_share`` (in ``[0, 1]``), ``sd_gain`` (0: off), ``contrast_level`` (a local standard
     deviation, in ``[0, 1]`` units; 0: off), ``contrast_sigma`` (pixels), ``max_gain`` (``>= 1``),
-    ``base_gain`` (``>= 1``; 1: off), ``base_sigma`` (pixels): see :func:`intensity_target`. At
+    ``base_gain`` (``>= 1``; 1: off), ``base_sigma`` (pixels), ``detail_gain`` (0: off),
+    ``detail_sigma`` (pixels): see :func:`intensity_target`. At
     their defaults the target is the maximum of the sources, the loss the one the shipped weights
     were trained with.
     """
@@ -143,18 +168,21 @@ class ContentWeights:
     max_gain: float = 2.0
     base_gain: float = 1.0
     base_sigma: float = 32.0
+    detail_gain: float = 0.0
+    detail_sigma: float = 2.0
 
     def __post_init__(self):
-        if (not 0 <= self.mean_share <= 1 or min(self.sd_gain, self.contrast_level) < 0 or min(self.max_gain, self.base_gain) < 1
-                or min(self.contrast_sigma, self.base_sigma) <= 0):
-            raise ValueError(f"[loss] mean_share must be in [0, 1], sd_gain and contrast_level >= 0, max_gain and base_gain >= 1, "
-                             f"contrast_sigma and base_sigma > 0, not {self.mean_share}, {self.sd_gain}, {self.contrast_level}, "
-                             f"{self.max_gain}, {self.base_gain}, {self.contrast_sigma}, {self.base_sigma}")
+        if (not 0 <= self.mean_share <= 1 or min(self.sd_gain, self.contrast_level, self.detail_gain) < 0
+                or min(self.max_gain, self.base_gain) < 1 or min(self.contrast_sigma, self.base_sigma, self.detail_sigma) <= 0):
+            raise ValueError(f"[loss] mean_share must be in [0, 1], sd_gain, contrast_level and detail_gain >= 0, max_gain and "
+                             f"base_gain >= 1, contrast_sigma, base_sigma and detail_sigma > 0, not {self.mean_share}, "
+                             f"{self.sd_gain}, {self.contrast_level}, {self.detail_gain}, {self.max_gain}, {self.base_gain}, "
+                             f"{self.contrast_sigma}, {self.base_sigma}, {self.detail_sigma}")
 
     @property
     def plain_target(self) -> bool:
         """Whether the intensity target is the plain maximum of the sources."""
-        return not (self.mean_share or self.sd_gain or self.contrast_level or self.base_gain != 1)
+        return not (self.mean_share or self.sd_gain or self.contrast_level or self.base_gain != 1 or self.detail_gain)
 
 
 def content_loss(
