@@ -32,7 +32,10 @@ def test_one_confusion_matrix_over_all_frames(folders):
     # unlabelled: 4 of 5 predicted-or-true background pixels agree; car: 1 of 2; person: 1 of 1.
     assert iou[0] == pytest.approx(4 / 5) and iou[1] == pytest.approx(1 / 2) and iou[2] == pytest.approx(1.0)
     assert np.isnan(iou[3]) and result.scores["miou"] == pytest.approx((0.8 + 0.5 + 1.0) / 3)
-    assert "| 76.67 | 75.00 |" in scores_markdown(result)
+    table = scores_markdown(result)
+    assert "| 76.67 | 75.00 |" in table
+    # Background: all 4 of its pixels found, 4 of the 5 pixels predicted as it right; car: 1 of 2 found.
+    assert "| recall | 100.00 | 50.00 | 100.00 | - |" in table and "| precision | 80.00 | 100.00 | 100.00 | - |" in table
 
 
 def test_cli_prints_the_table_and_exits_1_for_a_frame_without_prediction(folders, tmp_path):

@@ -84,7 +84,8 @@ def score_label_folders(predicted_dir: str | os.PathLike, label_dir: str | os.Pa
 
 
 def scores_markdown(result: LabelScores) -> str:
-    """The scores as a Markdown table: mIoU, mIoU without class 0, pixel accuracy, then per-class IoU, in percent.
+    """The scores as Markdown, in percent: a table of mIoU, mIoU without class 0, pixel accuracy
+    and per-class IoU, then one of per-class recall and precision (misses or false objects).
 
     Example:
         >>> conf = np.diag(np.arange(1, 10))
@@ -99,5 +100,13 @@ def scores_markdown(result: LabelScores) -> str:
         f"{len(result.frames)} frames, one confusion matrix over all; IoU in percent (classes 0-8: "
         f"mIoU includes 'unlabelled').\n\n"
         f"| {' | '.join(columns)} |\n|{'---:|' * len(columns)}\n"
-        f"| {' | '.join('-' if np.isnan(v) else f'{100 * v:.2f}' for v in values)} |\n"
+        f"| {_percent_cells(values)} |\n\n"
+        f"Per class: recall (share of the class's pixels found) and precision (share of the pixels "
+        f"predicted as the class that are it), in percent.\n\n"
+        f"| | {' | '.join(CLASS_NAMES)} |\n|---|{'---:|' * len(CLASS_NAMES)}\n"
+        f"| recall | {_percent_cells(scores['class_accuracy'])} |\n"
+        f"| precision | {_percent_cells(scores['precision'])} |\n"
     )
+
+def _percent_cells(values) -> str:
+    return " | ".join("-" if np.isnan(value) else f"{100 * value:.2f}" for value in values)

@@ -28,6 +28,9 @@ def test_hand_made_maps_accumulated_over_a_set():
     assert scores["miou_without_0"] == pytest.approx((3 / 5 + 1 / 3) / 2)
     assert scores["pixel_accuracy"] == pytest.approx(5 / 8)
     assert scores["mean_class_accuracy"] == pytest.approx((1 / 2 + 3 / 4 + 1 / 2) / 3)
+    # Precision: class 0 predicted twice (once right), class 1 four times (three right), class 2 twice.
+    assert scores["precision"][:3] == pytest.approx([1 / 2, 3 / 4, 1 / 2])
+    assert all(math.isnan(v) for v in scores["precision"][3:])
 
 
 def test_set_level_not_per_image_average():

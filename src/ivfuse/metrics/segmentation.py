@@ -76,7 +76,10 @@ def segmentation_scores(conf: np.ndarray) -> dict:
     Returns:
         dict with ``iou`` (K floats), ``miou`` (all K classes, including class 0
         "unlabelled", the field's convention), ``miou_without_0`` (classes 1..K-1),
-        ``pixel_accuracy``, ``class_accuracy`` (K floats) and ``mean_class_accuracy``.
+        ``pixel_accuracy``, ``class_accuracy`` (K floats: the recall, the share of each class's
+        pixels predicted as it), ``mean_class_accuracy`` and ``precision`` (K floats: the share
+        of the pixels predicted as each class that are it; NaN where none is). IoU is lost to
+        misses when recall is low and to false objects when precision is.
 
     Example:
         >>> import numpy as np
@@ -91,6 +94,7 @@ def segmentation_scores(conf: np.ndarray) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, true_positive / union, np.nan)
         class_accuracy = np.where(labelled > 0, true_positive / labelled, np.nan)
+        precision = np.where(predicted > 0, true_positive / predicted, np.nan)
     total = conf.sum()
 
     def nanmean(values: np.ndarray) -> float:
@@ -103,4 +107,5 @@ def segmentation_scores(conf: np.ndarray) -> dict:
         "pixel_accuracy": float(true_positive.sum() / total) if total > 0 else float("nan"),
         "class_accuracy": class_accuracy.tolist(),
         "mean_class_accuracy": nanmean(class_accuracy),
+        "precision": precision.tolist(),
     }
