@@ -6,7 +6,8 @@
 One confusion matrix over every labelled frame of ``--images`` (whole frames, as
 ``ivfuse seg-bench`` scores them: :func:`ivfuse.segbench.confusion_over_frames`), then mIoU over
 the 9 classes including unlabelled (the field's convention), mIoU over classes 1-8, pixel accuracy
-and the IoU of each class, in percent, as one Markdown table. A class absent from labels and
+and the IoU of each class, then each class's recall and precision, in percent, as ``ivfuse
+seg-eval`` prints them (:func:`ivfuse.segmentation_eval.scores_markdown`). A class absent from labels and
 predictions prints as "-" and is left out of the means. ``--flip`` and ``--scales`` predict with
 test-time augmentation (:func:`ivfuse.models.class_probabilities`), as ``ivfuse segment`` does.
 """
@@ -17,11 +18,11 @@ import time
 
 import torch
 
-from ivfuse.classes import CLASS_NAMES
 from ivfuse.data import load_labelled_image
 from ivfuse.io import list_images, read_label
 from ivfuse.metrics.segmentation import segmentation_scores
-from ivfuse.segbench import SCORES, confusion_over_frames
+from ivfuse.segbench import confusion_over_frames
+from ivfuse.segmentation_eval import LabelScores, scores_markdown
 from ivfuse.serialization import load_network
 
 
@@ -43,16 +44,11 @@ def main() -> None:
         sys.exit(f"error: no image of {arguments.images} has a label in {arguments.labels}")
     began = time.perf_counter()
     frames = (load_labelled_image(stem, images[stem], torch.from_numpy(read_label(labels[stem]))) for stem in stems)
-    scores = segmentation_scores(confusion_over_frames(network, frames, torch.device("cpu"), flip=arguments.flip, scales=scales))
+    confusion = confusion_over_frames(network, frames, torch.device("cpu"), flip=arguments.flip, scales=scales)
     seconds = time.perf_counter() - began
-    columns = [*SCORES.values(), *CLASS_NAMES]
-    values = [scores[key] for key in SCORES] + list(scores["iou"])
     augmentation = (", flip" if arguments.flip else "") + (f", scales {arguments.scales}" if scales != (1.0,) else "")
     print(f"{arguments.weights} on {len(stems)} frames of {arguments.images} ({seconds:.0f} s, {arguments.threads} threads{augmentation})\n")
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---:|" * len(columns))
-    print("| " + " | ".join("-" if value != value else f"{100 * value:.2f}" for value in values) + " |")
-
+    print(scores_markdown(LabelScores(segmentation_scores(confusion), confusion, stems)), end="")
 
 if __name__ == "__main__":
     main()
