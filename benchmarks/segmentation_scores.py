@@ -1,7 +1,7 @@
 """Score segmentation weights on a folder of images with labels: mIoU and IoU per class.
 
     python benchmarks/segmentation_scores.py --weights runs/X/segmentation.safetensors \\
-        --images FUSED_DIR --labels MSRS/test/label [--threads 2] [--flip] [--scales 0.75,1,1.25]
+        --images FUSED_DIR --labels MSRS/test/label [--threads 2] [--flip] [--scales 0.75,1,1.25] [--window 192]
 
 One confusion matrix over every labelled frame of ``--images`` (whole frames, as
 ``ivfuse seg-bench`` scores them: :func:`ivfuse.segbench.confusion_over_frames`), then mIoU over
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--scales", default="1", help="comma-separated resize factors, e.g. 0.75,1,1.25")
+    parser.add_argument("--window", type=int, help="segment in overlapping windows of this size (pixels), as ivfuse segment --window")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     scales = tuple(float(scale) for scale in arguments.scales.split(","))
@@ -44,9 +45,10 @@ def main() -> None:
         sys.exit(f"error: no image of {arguments.images} has a label in {arguments.labels}")
     began = time.perf_counter()
     frames = (load_labelled_image(stem, images[stem], torch.from_numpy(read_label(labels[stem]))) for stem in stems)
-    confusion = confusion_over_frames(network, frames, torch.device("cpu"), flip=arguments.flip, scales=scales)
+    confusion = confusion_over_frames(network, frames, torch.device("cpu"), flip=arguments.flip, scales=scales, window=arguments.window)
     seconds = time.perf_counter() - began
     augmentation = (", flip" if arguments.flip else "") + (f", scales {arguments.scales}" if scales != (1.0,) else "")
+    augmentation += f", windows of {arguments.window}" if arguments.window else ""
     print(f"{arguments.weights} on {len(stems)} frames of {arguments.images} ({seconds:.0f} s, {arguments.threads} threads{augmentation})\n")
     print(scores_markdown(LabelScores(segmentation_scores(confusion), confusion, stems)), end="")
 

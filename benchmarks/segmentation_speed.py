@@ -1,6 +1,6 @@
 """Speed of the segmentation network on one 640x480 frame (fusion excluded), per architecture.
 
-    python benchmarks/segmentation_speed.py [--threads 2] [--repeats 15] [--weights FILE ...] [--config TOML ...] [--flip] [--scales S,S,...]
+    python benchmarks/segmentation_speed.py [--threads 2] [--repeats 15] [--weights FILE ...] [--config TOML ...] [--flip] [--scales S,S,...] [--window N]
 
 Each ``--weights`` file (default: the shipped ``segmentation.safetensors``) and each
 ``--config`` (its ``[segmentation]`` section, random weights: the speed does not depend on the
@@ -63,8 +63,9 @@ def main() -> None:
     parser.add_argument("--config", action="append", default=[], help="TOML with a [segmentation] section (repeatable)")
     parser.add_argument("--flip", action="store_true", help="time flip test-time augmentation too")
     parser.add_argument("--scales", default="1", help="comma-separated resize factors of test-time augmentation, e.g. 0.5,0.75,1")
+    parser.add_argument("--window", type=int, help="time segmentation in overlapping windows of this size (ivfuse segment --window)")
     args = parser.parse_args()
-    augmentation = dict(flip=args.flip, scales=tuple(float(scale) for scale in args.scales.split(",")))
+    augmentation = dict(flip=args.flip, scales=tuple(float(scale) for scale in args.scales.split(",")), window=args.window)
     torch.set_num_threads(args.threads)
     networks = {path: load_network(path, expected="SegmentationNet") for path in args.weights}
     for path in args.config:
@@ -74,6 +75,7 @@ def main() -> None:
         networks["shipped"] = load_network(shipped_weights("segmentation"), expected="SegmentationNet")
     image = torch.rand(1, 3, 480, 640)
     tta = (" flip" if args.flip else "") + (f" scales {args.scales}" if augmentation["scales"] != (1.0,) else "")
+    tta += f" windows of {args.window}" if args.window else ""
     print(f"torch {torch.__version__}, {args.threads} threads, 640x480, median of {args.repeats} after one warm-up"
           f"{', test-time augmentation:' + tta if tta else ''}\n")
     print("| network | s/frame | parameters | GMACs/frame |")

@@ -105,6 +105,28 @@ def test_cli_flip_segments_with_both_predictions(tmp_path):
     assert (written != plain).any()
 
 
+def test_cli_window_0_segments_whole_images_and_small_windows_are_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from ivfuse.cli import main
+    from ivfuse.io import read_pair
+    from ivfuse.segmenter import Segmenter
+
+    from .conftest import EXAMPLES
+
+    pair = [str(EXAMPLES / "ir" / "00055D.png"), str(EXAMPLES / "vi" / "00055D.png")]
+    outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "whole"), "--window", "0"])
+    assert outcome.exit_code == 0, outcome.output
+    written = np.asarray(Image.open(tmp_path / "whole" / "labels" / "00055D.png"))
+    whole, _ = Segmenter(window=None).segment(*read_pair(*pair))
+    windowed, _ = Segmenter().segment(*read_pair(*pair))  # windows of 192 by default
+    np.testing.assert_array_equal(written, whole)
+    assert (whole != windowed).any()
+    outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "out"), "--window", "16"])
+    assert outcome.exit_code == 2 and "--window" in outcome.output and "Traceback" not in outcome.output
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("scales", ["0", "a,b", "1,-2", ""])
 def test_cli_bad_scales_exit_2_with_one_line(tmp_path, scales):
     from click.testing import CliRunner

@@ -251,11 +251,18 @@ def train_segmentation(
 
 @torch.no_grad()
 def confusion_over_frames(
-    network: SegmentationNet, frames: Iterable[LabelledImage], device: torch.device, *, flip: bool = False, scales: Sequence[float] = (1.0,)
+    network: SegmentationNet,
+    frames: Iterable[LabelledImage],
+    device: torch.device,
+    *,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    window: int | None = None,
 ) -> np.ndarray:
     """Confusion matrix of ``network`` on whole frames, summed over all of them.
 
-    ``flip``, ``scales``: predict with test-time augmentation (:func:`ivfuse.models.class_probabilities`).
+    ``flip``, ``scales``, ``window``: predict with test-time augmentation or in windows
+    (:func:`ivfuse.models.class_probabilities`).
 
     Returns:
         ``(9, 9)`` int64, ``[true class, predicted class]`` pixel counts (label 255 not counted).
@@ -264,7 +271,7 @@ def confusion_over_frames(
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     for frame in frames:
         image = frame.image[None].to(device).float() / 255
-        prediction = class_probabilities(network, image, flip=flip, scales=scales).argmax(1)[0].cpu().numpy()
+        prediction = class_probabilities(network, image, flip=flip, scales=scales, window=window).argmax(1)[0].cpu().numpy()
         confusion += confusion_matrix(frame.label.numpy(), prediction)
     return confusion
 

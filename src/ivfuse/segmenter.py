@@ -25,6 +25,9 @@ from .models import class_probabilities
 from .onnx_backend import load_backend_network
 from .serialization import shipped_weights
 
+#: Window size (pixels) of :class:`Segmenter` by default: the training crop of configs/segmentation.toml.
+DEFAULT_WINDOW = 192
+
 
 class Segmenter:
     """Fuse an IR/visible pair with the fusion network, segment the fused colour image.
@@ -38,6 +41,9 @@ class Segmenter:
         flip, scales: test-time augmentation (:func:`ivfuse.models.class_probabilities`):
             average the predictions of the mirrored image and of copies resized by ``scales``;
             each copy costs one more run of the segmentation network.
+        window: segment in overlapping windows of this many pixels a side, the crop size the
+            shipped network was trained on (192; about 3x the work of the whole 640x480
+            frame); ``None`` segments whole images (docs/segmentation.md, "Windowed inference").
 
     Raises:
         WeightsError: a weights file is missing, corrupt or of another network (one line naming it).
@@ -58,8 +64,9 @@ class Segmenter:
         backend: str = "torch",
         flip: bool = False,
         scales: Sequence[float] = (1.0,),
+        window: int | None = DEFAULT_WINDOW,
     ):
-        self.flip, self.scales = flip, tuple(scales)
+        self.flip, self.scales, self.window = flip, tuple(scales), window
         path = Path(segmentation_weights) if segmentation_weights is not None else shipped_weights("segmentation")
         # The shipped segmentation network was trained on the shipped fusion network's images.
         self.fuser = Fuser(fusion_weights, device=device, backend=backend)
@@ -99,7 +106,7 @@ class Segmenter:
             fused = np.repeat(fused[..., None], 3, axis=2)
         with torch.inference_mode():
             image = torch.from_numpy(np.ascontiguousarray(fused)).permute(2, 0, 1)[None].to(self.fuser.device)
-            probabilities = class_probabilities(self.network, image, flip=self.flip, scales=self.scales)[0].float().cpu().numpy()
+            probabilities = class_probabilities(self.network, image, flip=self.flip, scales=self.scales, window=self.window)[0].float().cpu().numpy()
         return probabilities, fused
 
 

@@ -127,3 +127,33 @@ def test_scales_average_the_predictions_of_resized_copies():
         torch.testing.assert_close(both.sum(1), torch.ones(1, 64, 96))
         mirrored = class_probabilities(net, image.flip(-1), scales=(0.5, 1.0)).flip(-1)
         torch.testing.assert_close(class_probabilities(net, image, flip=True, scales=(0.5, 1.0)), (both + mirrored) / 2)
+
+
+def test_windows_cover_the_image_and_average_where_they_overlap():
+    from ivfuse.models import class_probabilities
+    from ivfuse.models.segmentation import windowed_logits
+
+    class PixelCount(torch.nn.Module):
+        """Per-pixel logits (window-independent) plus a constant per window: shows the overlaps."""
+
+        def forward(self, image):
+            return torch.cat([image.mean(1, keepdim=True), torch.ones_like(image[:, :1]) * image.shape[-1]], dim=1)
+
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 70, 100)
+    logits = windowed_logits(PixelCount(), image, 48)
+    assert logits.shape == (2, 2, 70, 100)
+    # A per-pixel network gives the same logits in windows as whole, image by image in a batch.
+    torch.testing.assert_close(logits[:, :1], image.mean(1, keepdim=True))
+    # Every pixel is covered by windows of 48 only (the constant channel is their width).
+    torch.testing.assert_close(logits[:, 1:], torch.full_like(logits[:, 1:], 48.0))
+    # Windows as large as the image are the whole image; a SegmentationNet keeps the size.
+    torch.testing.assert_close(windowed_logits(PixelCount(), image, 100), PixelCount()(image))
+    net = SegmentationNet().eval()
+    with torch.no_grad():
+        probabilities = class_probabilities(net, image[:1], window=48, flip=True)
+        assert probabilities.shape == (1, 9, 70, 100)
+        torch.testing.assert_close(probabilities.sum(1), torch.ones(1, 70, 100))
+        assert not torch.allclose(probabilities, class_probabilities(net, image[:1], flip=True))
+    with pytest.raises(ValueError, match="window must be at least 32"):
+        windowed_logits(net, image, 16)

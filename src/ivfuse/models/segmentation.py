@@ -248,14 +248,20 @@ class SegmentationNet(nn.Module):
         return logits, aux_logits
 
 
-def class_probabilities(network, image: torch.Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+def class_probabilities(
+    network, image: torch.Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,), window: int | None = None
+) -> torch.Tensor:
     """Softmax class probabilities of a segmentation network, optionally averaged over test-time
-    augmentations: the mirrored image (``flip``) and resized copies (``scales``).
+    augmentations: the mirrored image (``flip``) and resized copies (``scales``), each segmented
+    whole or in overlapping windows (``window``).
 
     Road and surveillance scenes look as plausible mirrored left to right, and the network was
     trained on mirrored crops at scales 0.6-1.2, so its predictions of a mirrored or resized
     copy err differently; their mean costs one forward pass per copy (docs/segmentation.md,
-    "Test-time augmentation", has what each changes).
+    "Test-time augmentation", has what each changes). The network was also trained on crops of
+    one size (192 pixels in the shipped configs), and its normalisation and global context see
+    the whole input: segmenting in windows of the crop size shows it what it was trained on
+    (docs/segmentation.md, "Windowed inference").
 
     Args:
         network: a :class:`SegmentationNet` in eval mode, or anything called like it (the
@@ -264,6 +270,8 @@ def class_probabilities(network, image: torch.Tensor, *, flip: bool = False, sca
         flip: also segment every copy mirrored left to right.
         scales: resize factors of the copies (bilinear; their probabilities are resized back to
             ``H x W``); ``(1.0,)`` is the image alone. Each copy must stay at least 32 pixels a side.
+        window: segment each copy in ``window x window`` windows (at least 32) overlapping by
+            half, averaging the logits where they overlap; ``None``: whole copies.
 
     Returns:
         ``(B, classes, H, W)`` float, summing to 1 over classes at every pixel.
@@ -272,14 +280,46 @@ def class_probabilities(network, image: torch.Tensor, *, flip: bool = False, sca
         >>> net = SegmentationNet().eval()
         >>> class_probabilities(net, torch.rand(1, 3, 64, 96), flip=True, scales=(0.75, 1.0)).shape
         torch.Size([1, 9, 64, 96])
+        >>> class_probabilities(net, torch.rand(1, 3, 64, 96), window=48).shape
+        torch.Size([1, 9, 64, 96])
     """
     size = image.shape[-2:]
     total = 0
     for scale in scales:
         copy = image if scale == 1 else F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=False)
         for mirrored in (False, True) if flip else (False,):
-            logits = network(copy.flip(-1)).flip(-1) if mirrored else network(copy)
+            logits = windowed_logits(network, copy.flip(-1), window).flip(-1) if mirrored else windowed_logits(network, copy, window)
             if scale != 1:
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             total = total + logits.softmax(1)
     return total / (len(scales) * (2 if flip else 1))
+
+
+def windowed_logits(network, image: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Logits ``(B, classes, H, W)`` of ``image`` ``(B, 3, H, W)``, segmented whole (``window``
+    ``None``) or in ``window x window`` windows overlapping by half (the last flush with the
+    border, all in one batch), averaged where they overlap.
+
+    Example:
+        >>> net = SegmentationNet().eval()
+        >>> windowed_logits(net, torch.rand(2, 3, 64, 100), 48).shape
+        torch.Size([2, 9, 64, 100])
+    """
+    height, width = image.shape[-2:]
+    if window is None or (height <= window and width <= window):
+        return network(image)
+    if window < 32:
+        raise ValueError(f"window must be at least 32 pixels, not {window}")
+    rows, cols = min(window, height), min(window, width)
+    corners = [(top, left) for top in _window_starts(height, rows) for left in _window_starts(width, cols)]
+    logits = network(torch.cat([image[..., top : top + rows, left : left + cols] for top, left in corners]))
+    total = logits.new_zeros(image.shape[0], logits.shape[1], height, width)
+    count = logits.new_zeros(1, 1, height, width)
+    for index, (top, left) in enumerate(corners):
+        total[..., top : top + rows, left : left + cols] += logits[index * len(image) : (index + 1) * len(image)]
+        count[..., top : top + rows, left : left + cols] += 1
+    return total / count
+
+
+def _window_starts(length: int, window: int) -> list[int]:
+    return list(range(0, length - window, window // 2)) + [length - window]
