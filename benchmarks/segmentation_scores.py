@@ -3,8 +3,9 @@
     python benchmarks/segmentation_scores.py --weights runs/X/segmentation.safetensors \\
         --images FUSED_DIR --labels MSRS/test/label [--threads 2] [--flip] [--scales 0.75,1,1.25] [--window 192]
 
-One confusion matrix over every labelled frame of ``--images`` (whole frames, as
-``ivfuse seg-bench`` scores them: :func:`ivfuse.segbench.confusion_over_frames`), then mIoU over
+One confusion matrix over every labelled frame of ``--images`` (whole frames as ``ivfuse
+seg-bench`` scores them, :func:`ivfuse.segbench.confusion_over_frames`, or in ``--window``
+windows as ``ivfuse segment`` does by default), then mIoU over
 the 9 classes including unlabelled (the field's convention), mIoU over classes 1-8, pixel accuracy
 and the IoU of each class, then each class's recall and precision, in percent, as ``ivfuse
 seg-eval`` prints them (:func:`ivfuse.segmentation_eval.scores_markdown`). A class absent from labels and
@@ -51,6 +52,7 @@ def main() -> None:
     augmentation += f", windows of {arguments.window}" if arguments.window else ""
     print(f"{arguments.weights} on {len(stems)} frames of {arguments.images} ({seconds:.0f} s, {arguments.threads} threads{augmentation})\n")
     print(scores_markdown(LabelScores(segmentation_scores(confusion), confusion, stems)), end="")
+
 
 if __name__ == "__main__":
     main()

@@ -125,6 +125,8 @@ def test_cli_window_0_segments_whole_images_and_small_windows_are_refused(tmp_pa
     outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "out"), "--window", "16"])
     assert outcome.exit_code == 2 and "--window" in outcome.output and "Traceback" not in outcome.output
     assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="window must be at least 32"):
+        Segmenter(window=16)
 
 
 @pytest.mark.parametrize("scales", ["0", "a,b", "1,-2", ""])

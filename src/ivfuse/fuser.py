@@ -45,8 +45,9 @@ class Fuser:
         tile_size: images with a side longer than this are fused in overlapping tiles of this
             size, so memory stays bounded (about 1 GB for 4K at the default); a multiple of 8.
         tile_overlap: overlap between tiles, blended with linear ramps. Each tile's coarse level
-            (Gaussian, sigma ``tile_size / 16``, :attr:`tile_coarse_fraction`) is taken from one fusion of the whole pair
-            downscaled to a tile, so tiles share the whole image's brightness and contrast.
+            (Gaussian, sigma ``tile_size / 16``: :attr:`tile_coarse_fraction`) is taken from one
+            fusion of the whole pair downscaled to a tile, so tiles share the whole image's
+            brightness and contrast.
         channels_last: run the network in channels-last memory format; ``None`` (default) uses it
             on the CPU with the torch backend, where ``benchmarks/fusion_speed.py`` measures it faster.
         backend: ``"torch"`` or ``"onnxruntime"`` (CPU; needs ``pip install 'ivfuse[onnx]'``):

@@ -66,6 +66,8 @@ class Segmenter:
         scales: Sequence[float] = (1.0,),
         window: int | None = DEFAULT_WINDOW,
     ):
+        if window is not None and window < 32:
+            raise ValueError(f"window must be at least 32 pixels (or None: whole images), not {window}")
         self.flip, self.scales, self.window = flip, tuple(scales), window
         path = Path(segmentation_weights) if segmentation_weights is not None else shipped_weights("segmentation")
         # The shipped segmentation network was trained on the shipped fusion network's images.
