@@ -435,3 +435,24 @@ def test_train_lists_keep_only_the_listed_pairs_of_their_folder(tmp_path):
         training.training_pairs(data, TINY_DATA)
     with pytest.raises(ValueError, match="one file"):
         training.DataConfig(train=("MSRS", "RoadScene"), train_lists=("a.txt",))
+
+
+def test_init_segmentation_starts_the_segmentation_network_from_saved_weights(tmp_path):
+    from ivfuse.models import SegmentationConfig, SegmentationNet
+    from ivfuse.serialization import save_network
+
+    tiny = training.load_config(TINY_CONFIG)
+    torch.manual_seed(1)
+    initial = save_network(SegmentationNet(tiny.segmentation), tmp_path / "initial.safetensors")
+    schedule = dataclasses.replace(tiny.schedule, rounds=1, fusion_steps=(0,), segmentation_steps=(1,), init_segmentation=str(initial))
+    config = dataclasses.replace(tiny, schedule=schedule, data=dataclasses.replace(tiny.data, validation_pairs=0))
+    training.train(config, tmp_path / "run", data_root=str(TINY_DATA))
+    trained = load_network(tmp_path / "run" / "segmentation.safetensors").state_dict()
+    start, fresh = load_network(initial).state_dict(), SegmentationNet(tiny.segmentation).state_dict()
+    moved = sum((trained[key] - start[key]).abs().sum() for key in start)
+    assert moved < 0.1 * sum((fresh[key] - start[key]).abs().sum() for key in start)  # one step from the saved weights
+
+    other = save_network(SegmentationNet(SegmentationConfig(head_width=32)), tmp_path / "other.safetensors")
+    config = dataclasses.replace(config, schedule=dataclasses.replace(schedule, init_segmentation=str(other)))
+    with pytest.raises(ValueError, match="differs from \\[segmentation\\]"):
+        training.train(config, tmp_path / "run2", data_root=str(TINY_DATA))

@@ -133,6 +133,9 @@ class ScheduleConfig:
 
     ``fusion_steps`` and ``segmentation_steps`` hold one value for every round or one per round.
     ``init_fusion``: fusion weights (``.safetensors``) to start from instead of a random network.
+    ``init_segmentation``: likewise for the segmentation network (e.g. to fine-tune the shipped
+    one on your frames, or in a later phase on larger crops); the architecture must match
+    ``[segmentation]``.
     ``semantic_gradient``: what the semantic loss may change. ``"image"``: every fused pixel.
     ``"weight"`` (blend head only): only the per-pixel source weight, so the loss decides which
     source a pixel takes while edges and detail stay what the content loss made them (the
@@ -152,6 +155,7 @@ class ScheduleConfig:
     segmentation_steps: tuple[int, ...] = (0,)
     semantic_weight: float = 0.0
     init_fusion: str = ""
+    init_segmentation: str = ""
     semantic_gradient: str = "image"
     semantic_margin: int = 8
     fusion_trainable: str = "all"
@@ -464,6 +468,11 @@ def train(
         if initial.config not in (config.model, dataclasses.replace(config.model, salience=False)):
             raise ValueError(f"{schedule.init_fusion}: architecture {initial.config} differs from [model] {config.model}")
         fusion.load_state_dict(initial.state_dict(), strict=initial.config == config.model)
+    if schedule.init_segmentation:
+        initial = load_network(schedule.init_segmentation, expected="SegmentationNet")
+        if initial.config != config.segmentation:
+            raise ValueError(f"{schedule.init_segmentation}: architecture {initial.config} differs from [segmentation] {config.segmentation}")
+        segmentation.load_state_dict(initial.state_dict())
     # The part of the fusion network its phases train; the rest never needs gradients (and
     # DistributedDataParallel must only see parameters that get them).
     fusion_part = fusion.salience if schedule.fusion_trainable == "salience" else fusion
