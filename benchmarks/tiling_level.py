@@ -18,15 +18,16 @@ import argparse
 import numpy as np
 import torch
 
-from ivfuse.fuser import Fuser, _tile_starts
+from ivfuse.fuser import Fuser
 from ivfuse.io import read_image
+from ivfuse.models.segmentation import window_starts
 
 
 def away_from_overlaps(shape: tuple[int, int], tile: int, overlap: int) -> np.ndarray:
     """``(H, W)`` bool: pixels more than 8 pixels from every overlap band of the tile grid."""
     mask = np.ones(shape, dtype=bool)
     for axis, length in enumerate(shape):
-        for start in _tile_starts(length, tile, overlap)[1:]:
+        for start in window_starts(length, tile, overlap)[1:]:
             band = [slice(None), slice(None)]
             band[axis] = slice(max(0, start - 8), start + overlap + 8)
             mask[tuple(band)] = False

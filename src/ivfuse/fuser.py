@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from .color import has_equal_channels, infrared_to_grey, merge_luma, rgb_to_luma, split_luma, to_tensor
 from .io import ImageReadError, WriteError, find_pairs, first_line, read_pair, write_image
 from .losses import gaussian_blur
+from .models.segmentation import window_starts
 from .onnx_backend import load_backend_network
 from .runtime import resolve_device
 from .serialization import shipped_weights
@@ -238,8 +239,8 @@ class Fuser:
         guide = self._coarse_guide(ir, vis, sigma) if sigma else None
         total.zero_()
         rows_weight, cols_weight = ir.new_zeros(height), ir.new_zeros(width)
-        for top in _tile_starts(height, self.tile_size, self.tile_overlap):
-            for left in _tile_starts(width, self.tile_size, self.tile_overlap):
+        for top in window_starts(height, self.tile_size, self.tile_overlap):
+            for left in window_starts(width, self.tile_size, self.tile_overlap):
                 window = (..., slice(top, top + self.tile_size), slice(left, left + self.tile_size))
                 fused = self._run_network(infrared_to_grey(ir[window]), rgb_to_luma(vis[window]))
                 tile_height, tile_width = fused.shape[-2:]
@@ -316,13 +317,6 @@ class _OneTorchThread:
 
 
 _one_torch_thread = _OneTorchThread()
-
-
-def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, tile - overlap))
-    return starts + [length - tile]
 
 
 def _sample_window(image: torch.Tensor, top: int, left: int, rows: int, cols: int, height: int, width: int) -> torch.Tensor:

@@ -22,12 +22,9 @@ from .classes import CLASS_NAMES, PALETTE
 from .fuser import Fuser, FolderReport, process_folder
 from .io import read_pair, write_image
 from .models import class_probabilities
+from .models.segmentation import DEFAULT_WINDOW, MIN_WINDOW
 from .onnx_backend import load_backend_network
 from .serialization import shipped_weights
-
-#: Window size (pixels) of :class:`Segmenter` by default: the training crop of configs/segmentation.toml.
-DEFAULT_WINDOW = 192
-
 
 class Segmenter:
     """Fuse an IR/visible pair with the fusion network, segment the fused colour image.
@@ -66,8 +63,8 @@ class Segmenter:
         scales: Sequence[float] = (1.0,),
         window: int | None = DEFAULT_WINDOW,
     ):
-        if window is not None and window < 32:
-            raise ValueError(f"window must be at least 32 pixels (or None: whole images), not {window}")
+        if window is not None and window < MIN_WINDOW:
+            raise ValueError(f"window must be at least {MIN_WINDOW} pixels (or None: whole images), not {window}")
         self.flip, self.scales, self.window = flip, tuple(scales), window
         path = Path(segmentation_weights) if segmentation_weights is not None else shipped_weights("segmentation")
         # The shipped segmentation network was trained on the shipped fusion network's images.

@@ -295,6 +295,13 @@ def class_probabilities(
     return total / (len(scales) * (2 if flip else 1))
 
 
+#: Smallest window of :func:`windowed_logits`: the network's stride-32 context path needs it.
+MIN_WINDOW = 32
+#: Window of ``ivfuse segment`` and :class:`ivfuse.segmenter.Segmenter` by default: the training
+#: crop of configs/segmentation.toml (docs/segmentation.md, "Windowed inference").
+DEFAULT_WINDOW = 192
+
+
 def windowed_logits(network, image: torch.Tensor, window: int | None) -> torch.Tensor:
     """Logits ``(B, classes, H, W)`` of ``image`` ``(B, 3, H, W)``, segmented whole (``window``
     ``None``) or in ``window x window`` windows overlapping by half (the last flush with the
@@ -308,10 +315,12 @@ def windowed_logits(network, image: torch.Tensor, window: int | None) -> torch.T
     height, width = image.shape[-2:]
     if window is None or (height <= window and width <= window):
         return network(image)
-    if window < 32:
-        raise ValueError(f"window must be at least 32 pixels, not {window}")
+    if window < MIN_WINDOW:
+        raise ValueError(f"window must be at least {MIN_WINDOW} pixels, not {window}")
     rows, cols = min(window, height), min(window, width)
-    corners = [(top, left) for top in _window_starts(height, rows) for left in _window_starts(width, cols)]
+    # Half-window steps: the overlap is the other half (the larger one for odd sizes).
+    tops, lefts = window_starts(height, rows, rows - rows // 2), window_starts(width, cols, cols - cols // 2)
+    corners = [(top, left) for top in tops for left in lefts]
     logits = network(torch.cat([image[..., top : top + rows, left : left + cols] for top, left in corners]))
     total = logits.new_zeros(image.shape[0], logits.shape[1], height, width)
     count = logits.new_zeros(1, 1, height, width)
@@ -321,5 +330,15 @@ def windowed_logits(network, image: torch.Tensor, window: int | None) -> torch.T
     return total / count
 
 
-def _window_starts(length: int, window: int) -> list[int]:
-    return list(range(0, length - window, window // 2)) + [length - window]
+def window_starts(length: int, window: int, overlap: int) -> list[int]:
+    """Start offsets of ``window``-long windows along an axis of ``length``, consecutive ones
+    overlapping by ``overlap`` and the last flush with the end (a single 0 when one fits): the
+    grid of windowed segmentation here and of tiled fusion (:class:`ivfuse.Fuser`).
+
+    Example:
+        >>> window_starts(480, 192, 96)
+        [0, 96, 192, 288]
+    """
+    if length <= window:
+        return [0]
+    return list(range(0, length - window, window - overlap)) + [length - window]
