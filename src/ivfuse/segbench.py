@@ -276,6 +276,11 @@ def confusion_over_frames(
     return confusion
 
 
+# Options added after runs were saved, with the value that computes what those runs computed: left
+# out of the fingerprint at that value, so that the saved runs still count.
+ADDED_OPTIONS = {("segmentation", "norm"): "group"}
+
+
 def run_fingerprint(frames: Sequence[LabelledImage], config: BenchConfig, seed: int) -> str:
     """SHA-256 (hex) of everything one run's result depends on: what it trains on and how.
 
@@ -293,6 +298,9 @@ def run_fingerprint(frames: Sequence[LabelledImage], config: BenchConfig, seed: 
     settings = dataclasses.asdict(config)
     for key in ("threads", "device", "amp"):
         settings["run"].pop(key)
+    for (section, key), value in ADDED_OPTIONS.items():
+        if settings[section][key] == value:
+            del settings[section][key]
     digest.update(json.dumps({"config": settings, "seed": seed}, sort_keys=True).encode())
     for frame in frames:
         digest.update(frame.name.encode() + b"\0")

@@ -24,7 +24,7 @@ def test_aux_needs_an_aux_head():
 
 
 def test_train_and_eval_mode_compute_the_same_function():
-    # The fusion network back-propagates through a frozen segmentation network: no batch statistics.
+    # With GroupNorm (the default) there are no batch statistics: a frozen network is the trained one.
     network = SegmentationNet(SMALL)
     image = torch.rand(2, 3, 64, 64)
     assert torch.equal(network.train()(image), network.eval()(image))
@@ -87,7 +87,24 @@ def test_options_round_trip_through_safetensors(tmp_path):
     assert torch.equal(network.eval()(image), loaded(image))
 
 
-@pytest.mark.parametrize("options", [{"context_blocks": 0}, {"input_scale": 0.0}, {"input_scale": 1.5}])
+def test_batch_norm_learns_statistics_in_training_and_freezes_them_for_inference(tmp_path):
+    config = dataclasses.replace(SMALL, norm="batch")
+    network = SegmentationNet(config)
+    norms = [type(m) for m in network.modules() if isinstance(m, (torch.nn.GroupNorm, torch.nn.BatchNorm2d))]
+    assert norms and set(norms) == {torch.nn.BatchNorm2d}
+    images = torch.rand(4, 3, 64, 64)
+    network.train()(images)
+    network.eval()
+    # Frozen statistics: an image's logits do not depend on what else is in the batch ...
+    assert torch.allclose(network(images[:1]), network(images)[:1], atol=1e-5)
+    # ... and the running statistics travel with the weights.
+    loaded = load_network(save_network(network, tmp_path / "seg.safetensors"), expected="SegmentationNet")
+    assert loaded.config == config
+    assert torch.equal(loaded(images), network(images))
+    assert not torch.equal(network.train()(images), loaded(images))
+
+
+@pytest.mark.parametrize("options", [{"context_blocks": 0}, {"input_scale": 0.0}, {"input_scale": 1.5}, {"norm": "layer"}])
 def test_bad_options_are_refused(options):
     with pytest.raises(ValueError, match=next(iter(options))):
         SegmentationConfig(**options)

@@ -24,10 +24,13 @@ network of ``configs/segmentation.toml``): ``context_blocks`` residual blocks pe
 average), and ``input_scale`` (the network segments a resized copy of its input, e.g. 0.5: a
 640x480 frame at 320x240, about 4x less work; the logits come back at the input's size).
 
-Normalisation is GroupNorm, not BatchNorm: training batches are small (8 crops, fewer per process
+Normalisation is GroupNorm by default: training batches are small (8 crops, fewer per process
 under DistributedDataParallel), the result does not depend on how a batch is split across
 processes, and there are no running statistics, so train and eval mode compute the same function
-(the fusion network back-propagates through this one in eval mode).
+(the fusion network back-propagates through this one in eval mode). GroupNorm's statistics are
+those of the whole input, though: a network trained on crops sees other statistics on a whole
+frame. ``norm = "batch"`` (BatchNorm, statistics frozen at inference) makes a pixel's features
+independent of the input's size (docs/segmentation.md, "BatchNorm").
 
 Input is any RGB image ``(B, 3, H, W)`` in ``[0, 1]``: the fused colour image, or for comparisons
 the IR image (grey in three channels) or the visible image. Any ``H, W >= 32`` works: upsampling
@@ -45,6 +48,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+NORMS = ("group", "batch")
+
+
 @dataclass(frozen=True)
 class SegmentationConfig:
     """Architecture of :class:`SegmentationNet`; stored in the weights file's metadata."""
@@ -57,8 +63,11 @@ class SegmentationConfig:
     context_blocks: int = 1
     pyramid_bins: tuple[int, ...] = ()
     input_scale: float = 1.0
+    norm: str = "group"
 
     def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"[segmentation] norm must be one of {NORMS}, not {self.norm!r}")
         if self.context_blocks < 1:
             raise ValueError(f"[segmentation] context_blocks must be >= 1, not {self.context_blocks}")
         if not 0 < self.input_scale <= 1:
@@ -76,21 +85,39 @@ class SegmentationConfig:
         return cls(**values)
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
-    # Groups of 8 channels: per-group statistics stay meaningful for the narrowest layers.
-    return nn.GroupNorm(max(1, channels // 8), channels)
+def normalization(channels: int, norm: str = "group") -> nn.Module:
+    """The normalisation layer of :class:`SegmentationNet` (``norm``: one of :data:`NORMS`).
+
+    ``"group"``: GroupNorm in groups of 8 channels (per-group statistics stay meaningful for the
+    narrowest layers), statistics of each image. ``"batch"``: BatchNorm, statistics of the
+    training batches, frozen in eval mode, so a pixel's features do not depend on how large the
+    segmented image is.
+
+    Example:
+        >>> normalization(16, "batch")
+        BatchNorm2d(16, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    """
+    if norm == "group":
+        return nn.GroupNorm(max(1, channels // 8), channels)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(f"[segmentation] norm must be one of {NORMS}, not {norm!r}")
 
 
 class ConvNormAct(nn.Sequential):
-    """Convolution (no bias), GroupNorm, ReLU. ``groups=in_channels`` makes it depthwise.
+    """Convolution (no bias), normalisation (:func:`normalization`), ReLU. ``groups=in_channels``
+    makes it depthwise.
 
     Shape: ``(B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride))``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1, dilation: int = 1):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1, dilation: int = 1,
+        norm: str = "group",
+    ):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, dilation * (kernel_size // 2), dilation, groups, bias=False),
-            _group_norm(out_channels),
+            normalization(out_channels, norm),
             nn.ReLU(inplace=True),
         )
 
@@ -101,10 +128,10 @@ class SeparableBlock(nn.Module):
     Shape: ``(B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride))``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1, norm: str = "group"):
         super().__init__()
-        self.depthwise = ConvNormAct(in_channels, in_channels, 3, stride, groups=in_channels, dilation=dilation)
-        self.pointwise = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), _group_norm(out_channels))
+        self.depthwise = ConvNormAct(in_channels, in_channels, 3, stride, groups=in_channels, dilation=dilation, norm=norm)
+        self.pointwise = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), normalization(out_channels, norm))
         self.residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,21 +164,21 @@ class PyramidPooling(nn.Module):
         torch.Size([1, 16, 6, 8])
     """
 
-    def __init__(self, channels: int, bins: tuple[int, ...]):
+    def __init__(self, channels: int, bins: tuple[int, ...], norm: str = "group"):
         super().__init__()
         self.bins = bins
-        self.stages = nn.ModuleList(ConvNormAct(channels, channels, kernel_size=1) for _ in bins)
+        self.stages = nn.ModuleList(ConvNormAct(channels, channels, kernel_size=1, norm=norm) for _ in bins)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = (stage(F.adaptive_avg_pool2d(x, bins)) for bins, stage in zip(self.bins, self.stages))
         return x + sum(F.interpolate(p, size=x.shape[-2:], mode="bilinear", align_corners=False) for p in pooled)
 
 
-def _stage(in_channels: int, out_channels: int, blocks: int) -> nn.Sequential:
+def _stage(in_channels: int, out_channels: int, blocks: int, norm: str) -> nn.Sequential:
     """Downsample by 2, then ``blocks`` residual blocks, every second one dilated by 2."""
     return nn.Sequential(
-        SeparableBlock(in_channels, out_channels, stride=2),
-        *(SeparableBlock(out_channels, out_channels, dilation=1 + k % 2) for k in range(blocks)),
+        SeparableBlock(in_channels, out_channels, stride=2, norm=norm),
+        *(SeparableBlock(out_channels, out_channels, dilation=1 + k % 2, norm=norm) for k in range(blocks)),
     )
 
 
@@ -160,23 +187,26 @@ class ContextPath(nn.Module):
 
     ``blocks``: residual blocks at 1/16 and at 1/32 (1 at 1/8). ``pyramid_bins``: grids of
     :class:`PyramidPooling` on the 1/32 map, on top of the global average (none: off).
+    ``norm``: see :func:`normalization`.
 
     Shape: ``(B, 3, H, W)`` -> ``(B, widths[1], H/8, W/8)`` (context for the fusion) and
     ``(B, widths[2], H/16, W/16)`` (for the auxiliary head).
     """
 
-    def __init__(self, widths: tuple[int, int, int, int], blocks: int = 1, pyramid_bins: tuple[int, ...] = ()):
+    def __init__(
+        self, widths: tuple[int, int, int, int], blocks: int = 1, pyramid_bins: tuple[int, ...] = (), norm: str = "group"
+    ):
         super().__init__()
         w = widths
-        self.stem = nn.Sequential(ConvNormAct(3, w[0], stride=2), ConvNormAct(w[0], w[0], stride=2))
-        self.down8 = _stage(w[0], w[1], 1)
-        self.down16 = _stage(w[1], w[2], blocks)
-        self.down32 = _stage(w[2], w[3], blocks)
-        self.global_context = ConvNormAct(w[3], w[3], kernel_size=1)
-        self.pyramid = PyramidPooling(w[3], pyramid_bins) if pyramid_bins else nn.Identity()
-        self.refine32 = nn.Sequential(ChannelAttention(w[3]), ConvNormAct(w[3], w[2], kernel_size=1))
+        self.stem = nn.Sequential(ConvNormAct(3, w[0], stride=2, norm=norm), ConvNormAct(w[0], w[0], stride=2, norm=norm))
+        self.down8 = _stage(w[0], w[1], 1, norm)
+        self.down16 = _stage(w[1], w[2], blocks, norm)
+        self.down32 = _stage(w[2], w[3], blocks, norm)
+        self.global_context = ConvNormAct(w[3], w[3], kernel_size=1, norm=norm)
+        self.pyramid = PyramidPooling(w[3], pyramid_bins, norm) if pyramid_bins else nn.Identity()
+        self.refine32 = nn.Sequential(ChannelAttention(w[3]), ConvNormAct(w[3], w[2], kernel_size=1, norm=norm))
         self.refine16 = ChannelAttention(w[2])
-        self.merge16 = ConvNormAct(w[2], w[1])
+        self.merge16 = ConvNormAct(w[2], w[1], norm=norm)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x8 = self.down8(self.stem(image))
@@ -195,8 +225,8 @@ class SegmentationHead(nn.Sequential):
     Shape: ``(B, C, h, w) -> (B, classes, h, w)``.
     """
 
-    def __init__(self, in_channels: int, width: int, classes: int):
-        super().__init__(ConvNormAct(in_channels, width), nn.Conv2d(width, classes, 1))
+    def __init__(self, in_channels: int, width: int, classes: int, norm: str = "group"):
+        super().__init__(ConvNormAct(in_channels, width, norm=norm), nn.Conv2d(width, classes, 1))
 
 
 class SegmentationNet(nn.Module):
@@ -221,15 +251,18 @@ class SegmentationNet(nn.Module):
         super().__init__()
         self.config = config
         d, c = config.detail_widths, config.context_widths
+        norm = config.norm
         self.detail = nn.Sequential(
-            ConvNormAct(3, d[0], stride=2), ConvNormAct(d[0], d[0]),
-            ConvNormAct(d[0], d[1], stride=2), ConvNormAct(d[1], d[1]),
-            ConvNormAct(d[1], d[2], stride=2), ConvNormAct(d[2], d[2]),
+            ConvNormAct(3, d[0], stride=2, norm=norm), ConvNormAct(d[0], d[0], norm=norm),
+            ConvNormAct(d[0], d[1], stride=2, norm=norm), ConvNormAct(d[1], d[1], norm=norm),
+            ConvNormAct(d[1], d[2], stride=2, norm=norm), ConvNormAct(d[2], d[2], norm=norm),
         )
-        self.context = ContextPath(c, config.context_blocks, config.pyramid_bins)
-        self.fuse = nn.Sequential(ConvNormAct(d[2] + c[1], config.head_width, kernel_size=1), ChannelAttention(config.head_width))
-        self.head = SegmentationHead(config.head_width, config.head_width, config.classes)
-        self.aux_head = SegmentationHead(c[2], config.head_width // 2, config.classes) if config.aux_head else None
+        self.context = ContextPath(c, config.context_blocks, config.pyramid_bins, norm)
+        self.fuse = nn.Sequential(
+            ConvNormAct(d[2] + c[1], config.head_width, kernel_size=1, norm=norm), ChannelAttention(config.head_width)
+        )
+        self.head = SegmentationHead(config.head_width, config.head_width, config.classes, norm)
+        self.aux_head = SegmentationHead(c[2], config.head_width // 2, config.classes, norm) if config.aux_head else None
 
     def forward(self, image: torch.Tensor, aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         size = image.shape[-2:]
