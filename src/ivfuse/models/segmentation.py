@@ -29,8 +29,8 @@ under DistributedDataParallel), the result does not depend on how a batch is spl
 processes, and there are no running statistics, so train and eval mode compute the same function
 (the fusion network back-propagates through this one in eval mode). GroupNorm's statistics are
 those of the whole input, though: a network trained on crops sees other statistics on a whole
-frame. ``norm = "batch"`` (BatchNorm, statistics frozen at inference) makes a pixel's features
-independent of the input's size (docs/segmentation.md, "BatchNorm").
+frame. ``norm = "batch"`` (BatchNorm, statistics frozen at inference) normalises a whole frame as
+it did the training crops (docs/segmentation.md, "BatchNorm").
 
 Input is any RGB image ``(B, 3, H, W)`` in ``[0, 1]``: the fused colour image, or for comparisons
 the IR image (grey in three channels) or the visible image. Any ``H, W >= 32`` works: upsampling
@@ -90,12 +90,12 @@ def normalization(channels: int, norm: str = "group") -> nn.Module:
 
     ``"group"``: GroupNorm in groups of 8 channels (per-group statistics stay meaningful for the
     narrowest layers), statistics of each image. ``"batch"``: BatchNorm, statistics of the
-    training batches, frozen in eval mode, so a pixel's features do not depend on how large the
-    segmented image is.
+    training batches, frozen in eval mode, so the normalisation does not change with the segmented
+    image's size or content.
 
     Example:
-        >>> normalization(16, "batch")
-        BatchNorm2d(16, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+        >>> type(normalization(16, "batch")).__name__, type(normalization(16)).__name__
+        ('BatchNorm2d', 'GroupNorm')
     """
     if norm == "group":
         return nn.GroupNorm(max(1, channels // 8), channels)
