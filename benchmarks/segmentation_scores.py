@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
     parser.add_argument("--scales", default="1", help="comma-separated resize factors, e.g. 0.75,1,1.25")
-    parser.add_argument("--window", type=int, help="segment in overlapping windows of this size (pixels), as ivfuse segment --window")
+    parser.add_argument("--window", type=int, default=0, help="segment in overlapping windows of this size (pixels; 0: whole frames), as ivfuse segment --window")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     scales = tuple(float(scale) for scale in arguments.scales.split(","))
@@ -46,7 +46,7 @@ def main() -> None:
         sys.exit(f"error: no image of {arguments.images} has a label in {arguments.labels}")
     began = time.perf_counter()
     frames = (load_labelled_image(stem, images[stem], torch.from_numpy(read_label(labels[stem]))) for stem in stems)
-    confusion = confusion_over_frames(network, frames, torch.device("cpu"), flip=arguments.flip, scales=scales, window=arguments.window)
+    confusion = confusion_over_frames(network, frames, torch.device("cpu"), flip=arguments.flip, scales=scales, window=arguments.window or None)
     seconds = time.perf_counter() - began
     augmentation = (", flip" if arguments.flip else "") + (f", scales {arguments.scales}" if scales != (1.0,) else "")
     augmentation += f", windows of {arguments.window}" if arguments.window else ""

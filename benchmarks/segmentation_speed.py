@@ -63,9 +63,9 @@ def main() -> None:
     parser.add_argument("--config", action="append", default=[], help="TOML with a [segmentation] section (repeatable)")
     parser.add_argument("--flip", action="store_true", help="time flip test-time augmentation too")
     parser.add_argument("--scales", default="1", help="comma-separated resize factors of test-time augmentation, e.g. 0.5,0.75,1")
-    parser.add_argument("--window", type=int, help="time segmentation in overlapping windows of this size (ivfuse segment --window)")
+    parser.add_argument("--window", type=int, default=0, help="time segmentation in overlapping windows of this size (0: whole frames; ivfuse segment --window)")
     args = parser.parse_args()
-    augmentation = dict(flip=args.flip, scales=tuple(float(scale) for scale in args.scales.split(",")), window=args.window)
+    augmentation = dict(flip=args.flip, scales=tuple(float(scale) for scale in args.scales.split(",")), window=args.window or None)
     torch.set_num_threads(args.threads)
     networks = {path: load_network(path, expected="SegmentationNet") for path in args.weights}
     for path in args.config:

@@ -115,12 +115,12 @@ def test_cli_window_0_segments_whole_images_and_small_windows_are_refused(tmp_pa
     from .conftest import EXAMPLES
 
     pair = [str(EXAMPLES / "ir" / "00055D.png"), str(EXAMPLES / "vi" / "00055D.png")]
-    outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "whole"), "--window", "0"])
+    outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "windows"), "--window", "192"])
     assert outcome.exit_code == 0, outcome.output
-    written = np.asarray(Image.open(tmp_path / "whole" / "labels" / "00055D.png"))
-    whole, _ = Segmenter(window=None).segment(*read_pair(*pair))
-    windowed, _ = Segmenter().segment(*read_pair(*pair))  # windows of 192 by default
-    np.testing.assert_array_equal(written, whole)
+    written = np.asarray(Image.open(tmp_path / "windows" / "labels" / "00055D.png"))
+    whole, _ = Segmenter().segment(*read_pair(*pair))  # whole images by default
+    windowed, _ = Segmenter(window=192).segment(*read_pair(*pair))
+    np.testing.assert_array_equal(written, windowed)
     assert (whole != windowed).any()
     outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "out"), "--window", "16"])
     assert outcome.exit_code == 2 and "--window" in outcome.output and "Traceback" not in outcome.output

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MAX_PIXELS_ENV, ImageReadError, first_line, pixel_limit
-from .models.segmentation import DEFAULT_WINDOW, MIN_WINDOW
+from .models.segmentation import MIN_WINDOW
 from .serialization import WeightsError
 
 EXIT_PARTIAL, EXIT_FAILED = 1, 2
@@ -145,8 +145,8 @@ def fuse(ir_path, vis_path, out_path, method, weights, backend, device, threads,
 @click.option("--flip", is_flag=True, help="Average with the prediction of the mirrored image (test-time augmentation; twice the segmentation time).")
 @click.option("--scales", default="1", show_default=True, metavar="S,S,...", callback=lambda context, parameter, value: _parse_scales(value),
               help="Average the predictions of the image resized by these factors, e.g. 0.75,1,1.25 (test-time augmentation).")
-@click.option("--window", default=DEFAULT_WINDOW, show_default=True, type=click.IntRange(min=0),
-              help=f"Segment in windows of N pixels overlapping by half, the training crop size (0: whole images; at least {MIN_WINDOW} otherwise).")
+@click.option("--window", default=0, show_default=True, type=click.IntRange(min=0),
+              help=f"Segment in windows of N pixels overlapping by half (at least {MIN_WINDOW}; 0: whole images). GroupNorm networks need their training crop size, e.g. 192.")
 @_max_pixels_option
 @click.option("--skip-existing", is_flag=True, help="Skip pairs whose labels/<stem>.png exists (written last: the pair is complete); resumes an interrupted run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

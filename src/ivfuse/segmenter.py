@@ -22,7 +22,7 @@ from .classes import CLASS_NAMES, PALETTE
 from .fuser import Fuser, FolderReport, process_folder
 from .io import read_pair, write_image
 from .models import class_probabilities
-from .models.segmentation import DEFAULT_WINDOW, MIN_WINDOW
+from .models.segmentation import MIN_WINDOW
 from .onnx_backend import load_backend_network
 from .serialization import shipped_weights
 
@@ -38,9 +38,12 @@ class Segmenter:
         flip, scales: test-time augmentation (:func:`ivfuse.models.class_probabilities`):
             average the predictions of the mirrored image and of copies resized by ``scales``;
             each copy costs one more run of the segmentation network.
-        window: segment in overlapping windows of this many pixels a side, the crop size the
-            shipped network was trained on (192; about 3x the work of the whole 640x480
-            frame); ``None`` segments whole images (docs/segmentation.md, "Windowed inference").
+        window: ``None`` segments whole images (the shipped network normalises with statistics
+            frozen at training, so a whole frame looks to it as its training crops did); a
+            number segments in overlapping windows of this many pixels a side, which networks
+            with GroupNorm (``[segmentation] norm = "group"``) need at their training crop size,
+            e.g. 192 (about 3x the work of a whole 640x480 frame; docs/segmentation.md,
+            "Windowed inference").
 
     Raises:
         WeightsError: a weights file is missing, corrupt or of another network (one line naming it).
@@ -61,7 +64,7 @@ class Segmenter:
         backend: str = "torch",
         flip: bool = False,
         scales: Sequence[float] = (1.0,),
-        window: int | None = DEFAULT_WINDOW,
+        window: int | None = None,
     ):
         if window is not None and window < MIN_WINDOW:
             raise ValueError(f"window must be at least {MIN_WINDOW} pixels (or None: whole images), not {window}")

@@ -330,9 +330,6 @@ def class_probabilities(
 
 #: Smallest window of :func:`windowed_logits`: the network's stride-32 context path needs it.
 MIN_WINDOW = 32
-#: Window of ``ivfuse segment`` and :class:`ivfuse.segmenter.Segmenter` by default: the training
-#: crop of configs/segmentation.toml (docs/segmentation.md, "Windowed inference").
-DEFAULT_WINDOW = 192
 
 
 def windowed_logits(network, image: torch.Tensor, window: int | None) -> torch.Tensor:
