@@ -105,7 +105,7 @@ def test_cli_flip_segments_with_both_predictions(tmp_path):
     assert (written != plain).any()
 
 
-def test_cli_window_0_segments_whole_images_and_small_windows_are_refused(tmp_path):
+def test_cli_window_segments_in_windows_whole_images_by_default_and_small_windows_are_refused(tmp_path):
     from click.testing import CliRunner
 
     from ivfuse.cli import main
