@@ -86,7 +86,7 @@ def test_a_pair_whose_write_fails_midway_keeps_none_of_its_outputs_not_even_an_e
     assert [path for path in tmp_path.rglob("*") if path.is_file()] == []
 
 
-def test_cli_flip_segments_with_both_predictions(tmp_path):
+def test_cli_segments_with_flip_and_scales_by_default_and_plain_on_request(tmp_path):
     from click.testing import CliRunner
 
     from ivfuse.cli import main
@@ -96,12 +96,16 @@ def test_cli_flip_segments_with_both_predictions(tmp_path):
     from .conftest import EXAMPLES
 
     pair = [str(EXAMPLES / "ir" / "00055D.png"), str(EXAMPLES / "vi" / "00055D.png")]
-    outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path), "--flip"])
+    outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "default")])
     assert outcome.exit_code == 0, outcome.output
-    written = np.asarray(Image.open(tmp_path / "labels" / "00055D.png"))
-    expected, _ = Segmenter(flip=True).segment(*read_pair(*pair))
-    plain, _ = Segmenter().segment(*read_pair(*pair))
+    outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "plain"), "--no-flip", "--scales", "1"])
+    assert outcome.exit_code == 0, outcome.output
+    written, written_plain = (np.asarray(Image.open(tmp_path / name / "labels" / "00055D.png")) for name in ("default", "plain"))
+    expected, _ = Segmenter(flip=True, scales=(0.75, 1.0, 1.25)).segment(*read_pair(*pair))
+    plain, _ = Segmenter(flip=False, scales=(1.0,)).segment(*read_pair(*pair))
     np.testing.assert_array_equal(written, expected)
+    np.testing.assert_array_equal(written_plain, plain)
+    np.testing.assert_array_equal(Segmenter().segment(*read_pair(*pair))[0], expected)
     assert (written != plain).any()
 
 

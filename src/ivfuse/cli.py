@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MAX_PIXELS_ENV, ImageReadError, first_line, pixel_limit
-from .models.segmentation import MIN_WINDOW
+from .models.segmentation import DEFAULT_FLIP, DEFAULT_SCALES, MIN_WINDOW
 from .serialization import WeightsError
 
 EXIT_PARTIAL, EXIT_FAILED = 1, 2
@@ -142,9 +142,10 @@ def fuse(ir_path, vis_path, out_path, method, weights, backend, device, threads,
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the networks (default: PyTorch's choice).")
 @click.option("--probabilities", is_flag=True, help="Also write probabilities/<class>/<stem>.png: each class's probability as 8-bit grey.")
 @click.option("--masks", is_flag=True, help="Also write masks/<class>/<stem>.png: 255 where the pixel is that class.")
-@click.option("--flip", is_flag=True, help="Average with the prediction of the mirrored image (test-time augmentation; twice the segmentation time).")
-@click.option("--scales", default="1", show_default=True, metavar="S,S,...", callback=lambda context, parameter, value: _parse_scales(value),
-              help="Average the predictions of the image resized by these factors, e.g. 0.75,1,1.25 (test-time augmentation).")
+@click.option("--flip/--no-flip", default=DEFAULT_FLIP, show_default=True,
+              help="Average with the prediction of the mirrored image (test-time augmentation; twice the segmentation time).")
+@click.option("--scales", default=",".join(f"{scale:g}" for scale in DEFAULT_SCALES), show_default=True, metavar="S,S,...", callback=lambda context, parameter, value: _parse_scales(value),
+              help="Average the predictions of the image resized by these factors (test-time augmentation). Fastest: --no-flip --scales 1.")
 @click.option("--window", default=0, show_default=True, type=click.IntRange(min=0),
               help=f"Segment in windows of N pixels overlapping by half (at least {MIN_WINDOW}; 0: whole images). GroupNorm networks need their training crop size, e.g. 192.")
 @_max_pixels_option
