@@ -46,13 +46,6 @@ def test_weights_round_trip_through_safetensors(tmp_path):
     assert torch.equal(network.eval()(image), loaded(image))
 
 
-def test_default_options_are_the_shipped_network():
-    # New architecture options default to off: the shipped weights load key for key.
-    shipped = load_network("src/ivfuse/weights/segmentation.safetensors", expected="SegmentationNet")
-    assert (shipped.config.context_blocks, shipped.config.pyramid_bins, shipped.config.input_scale) == (1, (), 1.0)
-    assert SegmentationNet(shipped.config).state_dict().keys() == shipped.state_dict().keys()
-
-
 CONTEXT = SegmentationConfig(detail_widths=(8, 8, 16), context_widths=(8, 8, 16, 16), head_width=16,
                              context_blocks=3, pyramid_bins=(2, 4), input_scale=0.5)
 
@@ -174,3 +167,11 @@ def test_windows_cover_the_image_and_average_where_they_overlap():
         assert not torch.allclose(probabilities, class_probabilities(net, image[:1], flip=True))
     with pytest.raises(ValueError, match="window must be at least 32"):
         windowed_logits(net, image, 16)
+
+
+@pytest.mark.parametrize("height, width, bins", [(15, 20, 2), (15, 20, 4), (5, 7, 3), (4, 4, 4), (9, 1, 1)])
+def test_grid_average_matches_adaptive_average_pooling(height, width, bins):
+    from ivfuse.models.segmentation import grid_average
+
+    x = torch.rand(2, 3, height, width)
+    torch.testing.assert_close(grid_average(x, bins), torch.nn.functional.adaptive_avg_pool2d(x, bins))
