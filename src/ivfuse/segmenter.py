@@ -39,8 +39,8 @@ class Segmenter:
         flip, scales: test-time augmentation (:func:`ivfuse.models.class_probabilities`):
             average the predictions of the mirrored image and of copies resized by ``scales``;
             each copy costs one more run of the segmentation network at its size. The defaults
-            (:data:`ivfuse.models.segmentation.DEFAULT_FLIP`, ``DEFAULT_SCALES``) cost about 3 times one plain run;
-            ``flip=False, scales=(1.0,)`` is the fastest.
+            (``DEFAULT_FLIP``, ``DEFAULT_SCALES`` of :mod:`ivfuse.models.segmentation`) cost about
+            3 times one plain run; ``flip=False, scales=(1.0,)`` is the fastest.
         window: ``None`` segments whole images (the shipped network normalises with statistics
             frozen at training, so a whole frame looks to it as its training crops did); a
             number segments in overlapping windows of this many pixels a side, which networks

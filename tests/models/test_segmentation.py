@@ -169,7 +169,7 @@ def test_windows_cover_the_image_and_average_where_they_overlap():
         windowed_logits(net, image, 16)
 
 
-@pytest.mark.parametrize("height, width, bins", [(15, 20, 2), (15, 20, 4), (5, 7, 3), (4, 4, 4), (9, 1, 1)])
+@pytest.mark.parametrize("height, width, bins", [(15, 20, 2), (15, 20, 4), (5, 7, 3), (4, 4, 4), (9, 1, 1), (2, 3, 4)])
 def test_grid_average_matches_adaptive_average_pooling(height, width, bins):
     from ivfuse.models.segmentation import grid_average
 

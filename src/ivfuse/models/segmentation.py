@@ -184,7 +184,7 @@ def grid_average(x: torch.Tensor, bins: int) -> torch.Tensor:
 
     Args:
         x: ``(B, C, H, W)`` float.
-        bins: regions per side, ``1 <= bins <= min(H, W)``.
+        bins: regions per side, ``>= 1`` (more than a side's length: regions share pixels, as in PyTorch).
 
     Returns:
         ``(B, C, bins, bins)``, same dtype.
