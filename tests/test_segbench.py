@@ -309,9 +309,9 @@ def test_real_msrs_test_split_is_labelled_throughout(datasets):
     assert data.test["ir"][0].image.shape == (3, 480, 640)
 
 
-def test_shipped_config_loads_and_matches_the_training_network():
+def test_shipped_config_loads_and_benchmarks_the_shipped_segmentation_network():
     from ivfuse import train as training
 
     config = segbench.load_config(REPO / "configs" / "segbench.toml")
-    assert config.segmentation == training.load_config(REPO / "configs" / "semantic.toml").segmentation
+    assert config.segmentation == training.load_config(REPO / "configs" / "segmentation.toml").segmentation
     assert config.run.threads == 1

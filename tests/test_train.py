@@ -254,7 +254,7 @@ def test_validation_pairs_are_held_out_of_training():
     assert not {s.name for s in held} & {s.name for s in kept} and len(kept) + 2 == len(samples)
 
 
-@pytest.mark.parametrize("name", ["content.toml", "content_v2.toml", "content_v3.toml", "semantic.toml", "semantic_v3.toml", "segmentation.toml", "segmentation_fast.toml", "tiny.toml"])
+@pytest.mark.parametrize("name", ["content.toml", "content_v2.toml", "content_v3.toml", "semantic.toml", "semantic_v3.toml", "semantic_v4.toml", "segmentation.toml", "segmentation_fast.toml", "tiny.toml"])
 def test_shipped_configs_load(name):
     config = training.load_config(REPO / "configs" / name)
     assert training.plan_phases(config.schedule)
@@ -262,15 +262,16 @@ def test_shipped_configs_load(name):
 
 @pytest.mark.parametrize(
     "weights, config",
-    [("fusion_content.safetensors", "content_v3.toml"), ("fusion.safetensors", "semantic_v3.toml"), ("segmentation.safetensors", "segmentation.toml")],
+    [("fusion_content.safetensors", "content_v3.toml"), ("fusion.safetensors", "semantic_v4.toml"), ("segmentation.safetensors", "semantic_v4.toml")],
 )
 def test_shipped_weights_were_trained_with_the_shipped_config(weights, config):
     """The run config recorded in the weights' metadata is, key for key, what the config file says
     today. A key or section added after the weights were trained must hold its default (every
     such default means "off"), the behaviour they were trained with; so a config that sets it,
-    as ``head = "blend"`` once did, fails here. ``schedule.init_fusion`` is not compared: it names
-    the previous stage's output wherever that run wrote it (the configs name the ``runs/``
-    folders of the commands in their headers, the weights the path they were trained from)."""
+    as ``head = "blend"`` once did, fails here. ``schedule.init_fusion`` and ``init_segmentation``
+    are not compared: they name the previous stage's output wherever that run wrote it (the
+    configs name the ``runs/`` folders of the commands in their headers, the weights the path
+    they were trained from)."""
     import json
 
     from ivfuse.serialization import read_metadata
@@ -279,7 +280,8 @@ def test_shipped_weights_were_trained_with_the_shipped_config(weights, config):
     recorded = json.loads(read_metadata(REPO / "src" / "ivfuse" / "weights" / weights)["run_config"])
     shipped, defaults = as_json(training.load_config(REPO / "configs" / config)), as_json(training.RunConfig())
     assert recorded.keys() <= shipped.keys()
-    recorded["schedule"]["init_fusion"] = shipped["schedule"]["init_fusion"]
+    for key in ("init_fusion", "init_segmentation"):
+        recorded["schedule"][key] = shipped["schedule"][key]
     for section in shipped:
         assert {**defaults[section], **recorded.get(section, {})} == shipped[section], f"[{section}]"
 

@@ -335,7 +335,7 @@ def _finish_folder(report, verb: str) -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Run config (TOML), e.g. configs/semantic_v3.toml.")
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Run config (TOML), e.g. configs/semantic_v4.toml.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder: logs, checkpoint, final weights.")
 @click.option("--data-root", help="Folder the config's dataset paths are relative to (overrides [data].root).")
 @click.option("--device", help="cpu, cuda or cuda:N (overrides [run].device).")

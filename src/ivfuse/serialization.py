@@ -32,8 +32,8 @@ NETWORKS = {"FusionNet": (FusionNet, FusionConfig), "SegmentationNet": (Segmenta
 def shipped_weights(network: str) -> Path:
     """Path of the weights shipped inside the package.
 
-    ``"fusion"`` (``configs/semantic_v3.toml``) and ``"segmentation"``
-    (``configs/segmentation.toml``): the defaults of ``ivfuse fuse`` and ``ivfuse segment``;
+    ``"fusion"`` and ``"segmentation"`` (one pair, ``configs/semantic_v4.toml``): the defaults
+    of ``ivfuse fuse`` and ``ivfuse segment``;
     ``"fusion_content"``: the content-only network of ``configs/content_v3.toml``, where the
     semantic run starts.
     """
