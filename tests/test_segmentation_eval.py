@@ -67,3 +67,22 @@ def test_nothing_to_score_is_an_error(tmp_path):
         score_label_folders(tmp_path / "predicted", tmp_path / "truth")
     result = CliRunner().invoke(main, ["seg-eval", "--predicted", str(tmp_path / "nowhere"), "--labels", str(tmp_path / "truth")])
     assert result.exit_code == 2 and result.stderr == f"error: {tmp_path / 'nowhere'}: no such folder\n"
+
+
+def test_object_recall_counts_each_connected_object():
+    from ivfuse.segmentation_eval import object_recall
+
+    label = np.array([[1, 1, 0, 0, 0],
+                      [0, 1, 0, 0, 2],
+                      [0, 0, 0, 1, 255],
+                      [0, 0, 1, 1, 0]])
+    prediction = np.array([[1, 0, 0, 0, 0],
+                           [0, 1, 0, 0, 1],
+                           [0, 0, 0, 0, 1],
+                           [0, 0, 0, 0, 0]])
+    # Two cars: the 3-pixel one top left (2 found), the 3-pixel one bottom right (none found);
+    # car predictions on the person and on the unscored pixel belong to no object.
+    assert object_recall(label, prediction, 1).tolist() == [[3, 2], [3, 0]]
+    # Diagonal neighbours are one object.
+    assert object_recall(np.eye(3, dtype=np.uint8), np.eye(3, dtype=np.uint8), 1).tolist() == [[3, 3]]
+    assert object_recall(np.zeros((2, 2)), np.zeros((2, 2)), 1).shape == (0, 2)
