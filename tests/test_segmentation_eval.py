@@ -5,7 +5,7 @@ from PIL import Image
 
 from ivfuse.cli import main
 from ivfuse.io import ImageReadError
-from ivfuse.segmentation_eval import score_label_folders, scores_markdown
+from ivfuse.segmentation_eval import object_recall, score_label_folders, scores_markdown
 
 
 def _save(path, ids):
@@ -70,8 +70,6 @@ def test_nothing_to_score_is_an_error(tmp_path):
 
 
 def test_object_recall_counts_each_connected_object():
-    from ivfuse.segmentation_eval import object_recall
-
     label = np.array([[1, 1, 0, 0, 0],
                       [0, 1, 0, 0, 2],
                       [0, 0, 0, 1, 255],

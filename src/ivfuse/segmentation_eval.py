@@ -4,7 +4,8 @@ Predictions and ground truth are folders of label PNGs (one class id per pixel, 
 segment`` writes to ``labels/``), paired by file stem. One confusion matrix is summed over all
 frames and scored once (:func:`ivfuse.metrics.segmentation.segmentation_scores`), as the field
 does: mIoU over the 9 MSRS classes including "unlabelled", mIoU over classes 1-8, per-class IoU,
-pixel accuracy.
+pixel accuracy. :func:`object_recall` counts each ground-truth object and how much of it was found
+(``benchmarks/segmentation_breakdown.py``: recall by object size).
 
 Example:
     >>> result = score_label_folders("seg/labels", "MSRS/test/label")  # doctest: +SKIP
