@@ -102,15 +102,21 @@ def scores_markdown(result: LabelScores) -> str:
         f"{len(result.frames)} frames, one confusion matrix over all; IoU in percent (classes 0-8: "
         f"mIoU includes 'unlabelled').\n\n"
         f"| {' | '.join(columns)} |\n|{'---:|' * len(columns)}\n"
-        f"| {_percent_cells(values)} |\n\n"
+        f"| {percent_cells(values)} |\n\n"
         f"Per class: recall (share of the class's pixels found) and precision (share of the pixels "
         f"predicted as the class that are it), in percent.\n\n"
         f"| | {' | '.join(CLASS_NAMES)} |\n|---|{'---:|' * len(CLASS_NAMES)}\n"
-        f"| recall | {_percent_cells(scores['class_accuracy'])} |\n"
-        f"| precision | {_percent_cells(scores['precision'])} |\n"
+        f"| recall | {percent_cells(scores['class_accuracy'])} |\n"
+        f"| precision | {percent_cells(scores['precision'])} |\n"
     )
 
-def _percent_cells(values) -> str:
+def percent_cells(values) -> str:
+    """Fractions as Markdown table cells in percent with two decimals, NaN (class absent) as ``-``.
+
+    Example:
+        >>> percent_cells([0.5, float("nan"), 1.0])
+        '50.00 | - | 100.00'
+    """
     return " | ".join("-" if np.isnan(value) else f"{100 * value:.2f}" for value in values)
 
 
@@ -140,4 +146,4 @@ def object_recall(label: np.ndarray, prediction: np.ndarray, class_id: int) -> n
         return np.zeros((0, 2), dtype=np.int64)
     area = np.bincount(regions.ravel(), minlength=count + 1)[1:]
     found = np.bincount(regions.ravel(), weights=(prediction == class_id).ravel(), minlength=count + 1)[1:]
-    return np.stack([area, found.astype(np.int64)], axis=1).astype(np.int64)
+    return np.stack([area, found], axis=1).astype(np.int64)
