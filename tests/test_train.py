@@ -458,3 +458,35 @@ def test_init_segmentation_starts_the_segmentation_network_from_saved_weights(tm
     config = dataclasses.replace(config, schedule=dataclasses.replace(schedule, init_segmentation=str(other)))
     with pytest.raises(ValueError, match="differs from \\[segmentation\\]"):
         training.train(config, tmp_path / "run2", data_root=str(TINY_DATA))
+
+
+def test_fuse_frames_gives_the_images_ivfuse_fuse_writes(tmp_path):
+    import numpy as np
+
+    from ivfuse.data import load_pairs
+    from ivfuse.fuser import Fuser
+    from ivfuse.models import FusionNet
+    from ivfuse.serialization import save_network
+
+    tiny = training.load_config(TINY_CONFIG)
+    network = FusionNet(tiny.model)
+    weights = save_network(network, tmp_path / "fusion.safetensors")
+    pair = [s for s in load_pairs([TINY_DATA / "MSRS"]) if s.label is not None][0]
+    frame = training.fuse_frames(network, [pair], torch.device("cpu"))[0]
+    written = Fuser(weights).fuse(pair.ir[0].numpy() / np.float32(255), pair.vis.permute(1, 2, 0).numpy() / np.float32(255))
+    expected = torch.from_numpy(np.round(written * 255).astype(np.int16)).permute(2, 0, 1)
+    assert frame.image.shape == pair.vis.shape and frame.image.dtype == torch.uint8
+    assert (frame.image.to(torch.int16) - expected).abs().max() <= 1  # float rounding of channels-last only
+    assert torch.equal(frame.label, pair.label)
+
+
+@pytest.mark.parametrize("mode, fusions", [("crops", 0), ("frames", 3)])
+def test_whole_frames_are_fused_once_per_segmentation_phase(tmp_path, monkeypatch, mode, fusions):
+    calls = []
+    fuse_frames = training.fuse_frames
+    monkeypatch.setattr(training, "fuse_frames", lambda *a: calls.append(1) or fuse_frames(*a))
+    config = training.load_config(TINY_CONFIG, [f'schedule.segmentation_input="{mode}"', "data.validation_pairs=0"])
+    training.train(config, tmp_path / "run", data_root=str(TINY_DATA))
+    assert len(calls) == fusions  # three rounds, one segmentation phase each
+    rows = _rows(tmp_path / "run" / "log.csv")
+    assert [r["network"] for r in rows].count("segmentation") == 12

@@ -10,8 +10,10 @@ The schedule is SeAFusion's, in rounds. Round ``r`` has two phases:
    ``init_fusion``). With ``[salient_target] weight`` > 0 the labelled pairs of every fusion
    phase also pull the fused intensity to IR in the background around the labelled objects of
    the given classes (:func:`ivfuse.losses.salient_target_loss`).
-2. **segmentation**: train the segmentation network for ``segmentation_steps`` on labelled pairs,
-   fused on the fly by the current fusion network (frozen, no gradients).
+2. **segmentation**: train the segmentation network for ``segmentation_steps`` on labelled pairs
+   fused by the current fusion network (frozen, no gradients): each training crop fused on the
+   fly, or (``[schedule] segmentation_input = "frames"``) each whole pair fused once when the
+   phase starts and the crops cut from those images.
 
 Then the held-out validation pairs are scored (content loss; mIoU and per-class IoU once the
 segmentation network has been trained). Content-only training is the same loop with one round
@@ -58,8 +60,9 @@ from tqdm import tqdm
 
 from .classes import IGNORE_INDEX, IOU_COLUMNS, NUM_CLASSES, OBJECT_CLASS_IDS
 from .color import merge_luma_rgb, split_luma
-from .data import Augment, Sample, draw_batch, load_pairs
+from .data import Augment, LabelledImage, Sample, draw_batch, draw_crops, load_pairs
 from .evaluate import image_stems, read_image_list
+from .fuser import pad_to_multiple
 from .io import atomic_write, first_line, write_csv
 from .losses import (
     ContentWeights,
@@ -148,6 +151,12 @@ class ScheduleConfig:
     ``"salience"`` (needs ``[model] salience = true``): only its salience gain, the rest stays as
     ``init_fusion`` made it, so every change to the image is an added share of IR local contrast
     (docs/training.md, "Salience gain").
+    ``segmentation_input``: what the segmentation phases train on. ``"crops"``: each training
+    crop of the pair, fused on the fly. ``"frames"``: each whole labelled pair fused once when the
+    phase starts (the fusion network is frozen during it), as ``ivfuse fuse`` writes it (8-bit
+    RGB), with the crops cut from those images: the network sees the images it segments at
+    inference, and a step costs the segmentation network only (docs/segmentation.md, "Whole
+    fused frames").
     """
 
     rounds: int = 1
@@ -159,8 +168,11 @@ class ScheduleConfig:
     semantic_gradient: str = "image"
     semantic_margin: int = 8
     fusion_trainable: str = "all"
+    segmentation_input: str = "crops"
 
     def __post_init__(self):
+        if self.segmentation_input not in ("crops", "frames"):
+            raise ValueError(f"[schedule] segmentation_input must be 'crops' or 'frames', not {self.segmentation_input!r}")
         if self.fusion_trainable not in ("all", "salience"):
             raise ValueError(f"[schedule] fusion_trainable must be 'all' or 'salience', not {self.fusion_trainable!r}")
         if self.semantic_gradient not in ("image", "weight", "objects"):
@@ -504,6 +516,7 @@ def train(
     log = _open_log(out_dir / "log.csv", start, ["step", "round", "network", "lr", "loss", *LOSS_PARTS, "seconds"], is_main)
     validation_log = _open_log(out_dir / "validation.csv", start, ["step", "round", "content_loss", "miou", *IOU_COLUMNS], is_main)
     last_checkpoint = time.monotonic()
+    fused_frames, fused_for = None, None
     progress = tqdm(range(start, end), initial=start, total=end, desc="train", unit="step", disable=not is_main)
     for step in progress:
         began = time.perf_counter()
@@ -514,12 +527,18 @@ def train(
         fusion_part.requires_grad_(phase.network == "fusion")
         segmentation.train(phase.network == "segmentation").requires_grad_(phase.network == "segmentation")
 
-        pool = samples if phase.network == "fusion" else labelled
-        batch = draw_batch(pool, run.batch_size, config.augment, run.seed, step)
         share = slice(rank * run.batch_size // world, (rank + 1) * run.batch_size // world)
-        ir, vis, label = (tensor[share].to(device) for tensor in batch)
-        vis_y, cbcr = split_luma(vis)
         parts = {}
+        if phase.network == "segmentation" and schedule.segmentation_input == "frames":
+            if fused_for is not phase:
+                fused_frames, fused_for = fuse_frames(fusion, labelled, device), phase
+            images, label = draw_crops(fused_frames, run.batch_size, config.augment, run.seed, step)
+            image, label = images[share].to(device), label[share].to(device)
+        else:
+            pool = samples if phase.network == "fusion" else labelled
+            batch = draw_batch(pool, run.batch_size, config.augment, run.seed, step)
+            ir, vis, label = (tensor[share].to(device) for tensor in batch)
+            vis_y, cbcr = split_luma(vis)
         if phase.network == "fusion":
             with autocast:
                 if through_weight:
@@ -544,8 +563,9 @@ def train(
                     loss = loss + phase.semantic_weight * semantic
                     parts["semantic"] = semantic.item()
         else:
-            with torch.no_grad(), autocast:
-                image = merge_luma_rgb(fusion(ir, vis_y).float(), cbcr)
+            if schedule.segmentation_input == "crops":
+                with torch.no_grad(), autocast:
+                    image = merge_luma_rgb(fusion(ir, vis_y).float(), cbcr)
             with autocast:
                 loss = segmentation_loss(trained["segmentation"], image, label, config.semantic_loss, config.segmentation.aux_head)
                 parts["semantic"] = loss.item()
@@ -602,6 +622,33 @@ def objects_only_gradient(fused: torch.Tensor, label: torch.Tensor, margin: int)
     """
     region = object_surround(label, OBJECT_CLASS_IDS, margin, include_objects=True)
     return torch.where(region, fused, fused.detach())
+
+
+@torch.no_grad()
+def fuse_frames(fusion: FusionNet, samples: Sequence[Sample], device: torch.device) -> list[LabelledImage]:
+    """Each labelled pair fused whole, as ``ivfuse fuse`` writes it: 8-bit RGB (the visible
+    image's colour), padded for the network and cropped back, never resized.
+
+    Returns:
+        one :class:`~ivfuse.data.LabelledImage` per sample, ``image (3, H, W)`` uint8 on the CPU.
+
+    Example:
+        >>> from ivfuse.models import FusionConfig, FusionNet
+        >>> pair = Sample("a", torch.zeros(1, 30, 40, dtype=torch.uint8), torch.zeros(3, 30, 40, dtype=torch.uint8), torch.zeros(30, 40, dtype=torch.uint8))
+        >>> fuse_frames(FusionNet(FusionConfig()), [pair], torch.device("cpu"))[0].image.shape
+        torch.Size([3, 30, 40])
+    """
+    was_training = fusion.training
+    fusion.eval()
+    frames = []
+    for sample in samples:
+        height, width = sample.ir.shape[-2:]
+        ir = pad_to_multiple(sample.ir[None].to(device).float() / 255, fusion.size_multiple)
+        vis_y, cbcr = split_luma(pad_to_multiple(sample.vis[None].to(device).float() / 255, fusion.size_multiple))
+        image = merge_luma_rgb(fusion(ir, vis_y).float(), cbcr)[0, :, :height, :width]
+        frames.append(LabelledImage(sample.name, (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu(), sample.label))
+    fusion.train(was_training)
+    return frames
 
 
 def validation_frame(sample: Sample, multiple: int, device: torch.device) -> tuple[torch.Tensor, ...]:
