@@ -44,7 +44,8 @@ def main() -> None:
     predicted = list_images(arguments.predicted)[0] if arguments.predicted else None
     stems = sorted(set(labels) & set(predicted) if predicted is not None else labels)
     if not stems:
-        sys.exit(f"error: no label of {arguments.labels} has a prediction in {arguments.predicted}")
+        sys.exit(f"error: no label of {arguments.labels} has a prediction in {arguments.predicted}" if predicted is not None
+                 else f"error: {arguments.labels}: no label images")
     groups = ["all", *patterns]
     frames = dict.fromkeys(groups, 0)
     holding = {(group, class_id): [0, 0] for group in groups for class_id in class_ids}  # frames, pixels
