@@ -60,7 +60,7 @@ from tqdm import tqdm
 
 from .classes import IGNORE_INDEX, IOU_COLUMNS, NUM_CLASSES, OBJECT_CLASS_IDS
 from .color import merge_luma_rgb, split_luma
-from .data import Augment, LabelledImage, Sample, draw_batch, draw_crops, load_pairs
+from .data import Augment, LabelledImage, Sample, draw_batch, draw_crops, load_pairs, night_copies
 from .evaluate import image_stems, read_image_list
 from .fuser import pad_to_multiple
 from .io import atomic_write, first_line, write_csv
@@ -157,6 +157,11 @@ class ScheduleConfig:
     RGB), with the crops cut from those images: the network sees the images it segments at
     inference, and a step costs the segmentation network only (docs/segmentation.md, "Whole
     fused frames").
+    ``night_copies`` (needs ``segmentation_input = "frames"``): the segmentation phases also train
+    on a night-camera copy of each labelled day pair, fused whole like the others: its visible
+    image darkened to a mean luma drawn in ``night_luma`` (grey levels) with sensor noise up to
+    ``night_noise`` grey levels, IR unchanged (:func:`ivfuse.data.night_copies`; drawn once per
+    run from ``[run] seed``).
     """
 
     rounds: int = 1
@@ -169,10 +174,17 @@ class ScheduleConfig:
     semantic_margin: int = 8
     fusion_trainable: str = "all"
     segmentation_input: str = "crops"
+    night_copies: bool = False
+    night_luma: tuple[float, float] = (15.0, 45.0)
+    night_noise: float = 3.0
 
     def __post_init__(self):
         if self.segmentation_input not in ("crops", "frames"):
             raise ValueError(f"[schedule] segmentation_input must be 'crops' or 'frames', not {self.segmentation_input!r}")
+        if self.night_copies and self.segmentation_input != "frames":
+            raise ValueError("[schedule] night_copies needs segmentation_input = 'frames'")
+        if len(self.night_luma) != 2 or not 0 <= self.night_luma[0] <= self.night_luma[1] <= 255:
+            raise ValueError(f"[schedule] night_luma must be [low, high] grey levels with 0 <= low <= high <= 255, not {list(self.night_luma)}")
         if self.fusion_trainable not in ("all", "salience"):
             raise ValueError(f"[schedule] fusion_trainable must be 'all' or 'salience', not {self.fusion_trainable!r}")
         if self.semantic_gradient not in ("image", "weight", "objects"):
@@ -417,6 +429,8 @@ def hold_out(samples: list[Sample], count: int) -> tuple[list[Sample], list[Samp
         ``(training, validation)``; the training list keeps its order.
     """
     labelled = [sample for sample in samples if sample.label is not None]
+    # Fused whole with the labelled pairs in frames mode; never part of the fusion phases' pool.
+    segmentation_pairs = labelled + (night_copies(labelled, schedule.night_luma, schedule.night_noise, run.seed) if schedule.night_copies else [])
     if count > len(labelled):
         raise ValueError(f"[data] validation_pairs = {count}, but only {len(labelled)} labelled pairs were found")
     # By identity, not name: two dataset roots may hold the same file stem.
@@ -460,6 +474,8 @@ def train(
     root = Path(data_root or config.data.root)
     samples, validation = hold_out(training_pairs(config.data, root), config.data.validation_pairs)
     labelled = [sample for sample in samples if sample.label is not None]
+    # Fused whole with the labelled pairs in frames mode; never part of the fusion phases' pool.
+    segmentation_pairs = labelled + (night_copies(labelled, schedule.night_luma, schedule.night_noise, run.seed) if schedule.night_copies else [])
     phases = plan_phases(schedule)
     total = {name: sum(p.steps for p in phases if p.network == name) for name in ("fusion", "segmentation")}
     if not labelled and (total["segmentation"] or schedule.semantic_weight):
@@ -531,7 +547,7 @@ def train(
         parts = {}
         if phase.network == "segmentation" and schedule.segmentation_input == "frames":
             if fused_for is not phase:
-                fused_frames, fused_for = fuse_frames(fusion, labelled, device), phase
+                fused_frames, fused_for = fuse_frames(fusion, segmentation_pairs, device), phase
             images, label = draw_crops(fused_frames, run.batch_size, config.augment, run.seed, step)
             image, label = images[share].to(device), label[share].to(device)
         else:
