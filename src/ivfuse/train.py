@@ -429,8 +429,6 @@ def hold_out(samples: list[Sample], count: int) -> tuple[list[Sample], list[Samp
         ``(training, validation)``; the training list keeps its order.
     """
     labelled = [sample for sample in samples if sample.label is not None]
-    # Fused whole with the labelled pairs in frames mode; never part of the fusion phases' pool.
-    segmentation_pairs = labelled + (night_copies(labelled, schedule.night_luma, schedule.night_noise, run.seed) if schedule.night_copies else [])
     if count > len(labelled):
         raise ValueError(f"[data] validation_pairs = {count}, but only {len(labelled)} labelled pairs were found")
     # By identity, not name: two dataset roots may hold the same file stem.
