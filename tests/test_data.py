@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from ivfuse.data import Augment, LabelledImage, draw_crops, photometric_jitter
+from ivfuse.color import rgb_to_luma
+from ivfuse.data import Augment, LabelledImage, Sample, draw_crops, night_copies, photometric_jitter
 
 FRAME = LabelledImage("a", torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8), torch.randint(0, 9, (64, 80), dtype=torch.uint8))
 JITTER = Augment(crop_size=32, contrast=0.3, brightness=0.15, gamma=0.4, noise=0.03)
@@ -67,3 +68,19 @@ def test_blur_smooths_each_plane():
     image = torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(0))
     blurred = jitter_planes(image, [1, 3], Augment(blur=3.0), torch.Generator().manual_seed(0))
     assert blurred.shape == image.shape and blurred.diff(dim=-1).abs().mean() < image.diff(dim=-1).abs().mean()
+
+
+def test_night_copies_darken_the_visible_image_of_day_pairs_only():
+    # A bright and a dark visible image of the same scene; IR and label are shared.
+    ir, label = torch.randint(0, 256, (1, 32, 40), dtype=torch.uint8), torch.randint(0, 9, (32, 40), dtype=torch.uint8)
+    day = Sample("day", ir, torch.randint(100, 256, (3, 32, 40), dtype=torch.uint8), label)
+    night = Sample("night", ir, torch.randint(0, 40, (3, 32, 40), dtype=torch.uint8), label)
+    copies = night_copies([day, night], (20, 30), noise=3.0, seed=0)
+    assert [copy.name for copy in copies] == ["day#night"]
+    copy = copies[0]
+    assert copy.ir is day.ir and copy.label is day.label
+    assert copy.vis.dtype == torch.uint8 and copy.vis.shape == day.vis.shape
+    assert 19 <= float(rgb_to_luma(copy.vis[None].float()).mean()) <= 31  # within the range, give or take the noise
+    again = night_copies([day, night], (20, 30), noise=3.0, seed=0)[0]
+    assert torch.equal(copy.vis, again.vis)
+    assert not torch.equal(copy.vis, night_copies([day], (20, 30), noise=3.0, seed=1)[0].vis)

@@ -490,3 +490,25 @@ def test_whole_frames_are_fused_once_per_segmentation_phase(tmp_path, monkeypatc
     assert len(calls) == fusions  # three rounds, one segmentation phase each
     rows = _rows(tmp_path / "run" / "log.csv")
     assert [r["network"] for r in rows].count("segmentation") == 12
+
+
+def test_night_copies_are_fused_with_the_labelled_day_pairs(tmp_path, monkeypatch):
+    fused = []
+    fuse_frames = training.fuse_frames
+    monkeypatch.setattr(training, "fuse_frames", lambda fusion, pairs, device: fused.append([p.name for p in pairs]) or fuse_frames(fusion, pairs, device))
+    config = training.load_config(TINY_CONFIG, ['schedule.segmentation_input="frames"', "schedule.night_copies=true", "data.validation_pairs=0"])
+    training.train(config, tmp_path / "run", data_root=str(TINY_DATA))
+    names = fused[0]
+    labelled = [n for n in names if not n.endswith("#night")]
+    assert len(labelled) == 6
+    # The three day frames of tests/data/tiny get a copy; the night frames are already that dark.
+    assert sorted(n for n in names if n.endswith("#night")) == sorted(f"{n}#night" for n in labelled if n.endswith("D"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["schedule.night_copies=true"], "night_copies needs segmentation_input"),
+    (['schedule.segmentation_input="frames"', "schedule.night_luma=[50, 40]"], "night_luma must be"),
+])
+def test_night_copy_settings_are_checked(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        training.load_config(TINY_CONFIG, overrides)
