@@ -131,3 +131,12 @@ def test_one_torch_thread_restores_the_count_when_users_overlap():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_network_in_memory_fuses_as_its_weights_file_does(fuser, night_pair, tmp_path):
+    network = fuser.network
+    in_memory = Fuser(network)
+    assert in_memory.network is network and in_memory.memory_format == torch.contiguous_format
+    assert np.abs(in_memory.fuse(*night_pair) - fuser.fuse(*night_pair)).max() < 1e-4
+    with pytest.raises(ValueError, match="network in memory runs as the cdiim method with the torch backend"):
+        Fuser(network, backend="onnxruntime")

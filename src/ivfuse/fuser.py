@@ -40,7 +40,10 @@ class Fuser:
 
     Args:
         weights: ``.safetensors`` file of a trained fusion network, or (onnxruntime backend) an
-            ``.onnx`` file from ``ivfuse export``; ``None`` uses the shipped weights.
+            ``.onnx`` file from ``ivfuse export``; ``None`` uses the shipped weights. A
+            :class:`~ivfuse.models.FusionNet` in memory (e.g. one being trained) is used as it
+            is, in the mode its owner set (``eval()`` for what ``ivfuse fuse`` writes) and in
+            contiguous memory format unless ``channels_last`` asks otherwise.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ...).
         method: ``"cdiim"`` (the network) or a name from :data:`ivfuse.baselines.BASELINES`.
         tile_size: images with a side longer than this are fused in overlapping tiles of this
@@ -73,7 +76,7 @@ class Fuser:
 
     def __init__(
         self,
-        weights: str | os.PathLike | None = None,
+        weights: str | os.PathLike | torch.nn.Module | None = None,
         *,
         device: str = "cpu",
         method: str = NETWORK_METHOD,
@@ -90,10 +93,16 @@ class Fuser:
         self.method = method
         self.tile_size, self.tile_overlap = tile_size, tile_overlap
         self.backend = backend
+        in_memory = isinstance(weights, torch.nn.Module)
         if channels_last is None:
-            channels_last = self.device.type == "cpu" and backend == "torch"
+            # Converting a network in memory would change its owner's parameters.
+            channels_last = self.device.type == "cpu" and backend == "torch" and not in_memory
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if method == NETWORK_METHOD:
+        if in_memory:
+            if method != NETWORK_METHOD or backend != "torch" or quantize or calibration:
+                raise ValueError(f"a network in memory runs as the {NETWORK_METHOD} method with the torch backend")
+            self.weights, self.network, self.baseline = None, weights, None
+        elif method == NETWORK_METHOD:
             self.weights = Path(weights) if weights is not None else shipped_weights("fusion")
             self.network = load_backend_network(
                 self.weights, "FusionNet", backend=backend, device=self.device, quantize=quantize, calibration=calibration

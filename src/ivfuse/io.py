@@ -422,7 +422,7 @@ def encode_image(image: np.ndarray, extension: str = ".png", *, bits: int = 8) -
         raise ValueError(f"bits must be 8 or 16, got {bits}")
     if bits == 16 and not (suffix == ".png" or (suffix in (".tif", ".tiff") and image.ndim == 2)):
         raise ValueError("16-bit output needs .png (or .tif for grey images)")
-    levels = _quantized(image, bits)
+    levels = quantize(image, bits)
     if bits == 16 and levels.ndim == 3:
         return _encode_png_rgb16(levels)
     buffer = io.BytesIO()
@@ -481,8 +481,20 @@ def write_csv(path: str | os.PathLike, rows: Iterable[Sequence]) -> Path:
     return Path(path)
 
 
-def _quantized(image: np.ndarray, bits: int) -> np.ndarray:
-    """Clip, scale, round to integer levels; in bands of rows, so a large image needs no float copies."""
+def quantize(image: np.ndarray, bits: int = 8) -> np.ndarray:
+    """Integer levels of a float image, as :func:`write_image` stores them.
+
+    Clipped to ``[0, 1]``, scaled to ``2**bits - 1``, rounded; in bands of rows, so a large image
+    needs no float copies.
+
+    Args:
+        image: float array in ``[0, 1]``, any shape.
+        bits: 8 (``uint8``) or 16 (``uint16``).
+
+    Example:
+        >>> quantize(np.array([0.0, 0.5, 1.2]))
+        array([  0, 128, 255], dtype=uint8)
+    """
     levels = np.empty(image.shape, np.uint8 if bits == 8 else np.uint16)
     rows = max(1, (1 << 22) // max(1, image[:1].size))
     for top in range(0, image.shape[0], rows):

@@ -62,8 +62,8 @@ from .classes import IGNORE_INDEX, IOU_COLUMNS, NUM_CLASSES, OBJECT_CLASS_IDS
 from .color import merge_luma_rgb, split_luma
 from .data import Augment, LabelledImage, Sample, draw_batch, draw_crops, load_pairs, night_copies
 from .evaluate import image_stems, read_image_list
-from .fuser import pad_to_multiple
-from .io import atomic_write, first_line, write_csv
+from .fuser import Fuser
+from .io import atomic_write, first_line, quantize, write_csv
 from .losses import (
     ContentWeights,
     SalientTargetConfig,
@@ -638,10 +638,9 @@ def objects_only_gradient(fused: torch.Tensor, label: torch.Tensor, margin: int)
     return torch.where(region, fused, fused.detach())
 
 
-@torch.no_grad()
 def fuse_frames(fusion: FusionNet, samples: Sequence[Sample], device: torch.device) -> list[LabelledImage]:
-    """Each labelled pair fused whole, as ``ivfuse fuse`` writes it: 8-bit RGB (the visible
-    image's colour), padded for the network and cropped back, never resized.
+    """Each labelled pair fused whole by :class:`~ivfuse.fuser.Fuser`, as ``ivfuse fuse`` writes
+    it: 8-bit RGB (the visible image's colour), never resized.
 
     Returns:
         one :class:`~ivfuse.data.LabelledImage` per sample, ``image (3, H, W)`` uint8 on the CPU.
@@ -653,14 +652,13 @@ def fuse_frames(fusion: FusionNet, samples: Sequence[Sample], device: torch.devi
         torch.Size([3, 30, 40])
     """
     was_training = fusion.training
-    fusion.eval()
+    fuser = Fuser(fusion.eval(), device=str(device))
     frames = []
     for sample in samples:
-        height, width = sample.ir.shape[-2:]
-        ir = pad_to_multiple(sample.ir[None].to(device).float() / 255, fusion.size_multiple)
-        vis_y, cbcr = split_luma(pad_to_multiple(sample.vis[None].to(device).float() / 255, fusion.size_multiple))
-        image = merge_luma_rgb(fusion(ir, vis_y).float(), cbcr)[0, :, :height, :width]
-        frames.append(LabelledImage(sample.name, (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu(), sample.label))
+        fused = fuser.fuse(sample.ir[0].numpy() / np.float32(255), sample.vis.permute(1, 2, 0).numpy() / np.float32(255))
+        # A grey visible image gives a grey fusion: repeated to the RGB the segmentation network takes.
+        levels = torch.from_numpy(quantize(np.atleast_3d(fused))).permute(2, 0, 1)
+        frames.append(LabelledImage(sample.name, levels.expand(3, -1, -1).contiguous(), sample.label))
     fusion.train(was_training)
     return frames
 
