@@ -473,7 +473,9 @@ def train(
     samples, validation = hold_out(training_pairs(config.data, root), config.data.validation_pairs)
     labelled = [sample for sample in samples if sample.label is not None]
     # Fused whole with the labelled pairs in frames mode; never part of the fusion phases' pool.
-    segmentation_pairs = labelled + (night_copies(labelled, schedule.night_luma, schedule.night_noise, run.seed) if schedule.night_copies else [])
+    segmentation_pairs = list(labelled)
+    if schedule.night_copies:
+        segmentation_pairs += night_copies(labelled, schedule.night_luma, schedule.night_noise, run.seed)
     phases = plan_phases(schedule)
     total = {name: sum(p.steps for p in phases if p.network == name) for name in ("fusion", "segmentation")}
     if not labelled and (total["segmentation"] or schedule.semantic_weight):
