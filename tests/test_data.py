@@ -80,7 +80,7 @@ def test_night_copies_darken_the_visible_image_of_day_pairs_only():
     copy = copies[0]
     assert copy.ir is day.ir and copy.label is day.label
     assert copy.vis.dtype == torch.uint8 and copy.vis.shape == day.vis.shape
-    assert 19 <= float(rgb_to_luma(copy.vis[None].float()).mean()) <= 31  # within the range, give or take the noise
+    assert 19 <= 255 * float(rgb_to_luma(copy.vis[None].float() / 255).mean()) <= 31  # within the range, give or take the noise
     again = night_copies([day, night], (20, 30), noise=3.0, seed=0)[0]
     assert torch.equal(copy.vis, again.vis)
     assert not torch.equal(copy.vis, night_copies([day], (20, 30), noise=3.0, seed=1)[0].vis)

@@ -133,7 +133,7 @@ def test_one_torch_thread_restores_the_count_when_users_overlap():
         torch.set_num_threads(before)
 
 
-def test_a_network_in_memory_fuses_as_its_weights_file_does(fuser, night_pair, tmp_path):
+def test_a_network_in_memory_fuses_as_its_weights_file_does(fuser, night_pair):
     network = fuser.network
     in_memory = Fuser(network)
     assert in_memory.network is network and in_memory.memory_format == torch.contiguous_format
