@@ -8,6 +8,7 @@ from ivfuse.classes import IGNORE_INDEX
 from ivfuse.losses import (
     SalientTargetConfig,
     SemanticLossConfig,
+    lovasz_softmax,
     object_surround,
     ohem_cross_entropy,
     salient_target_loss,
@@ -68,6 +69,47 @@ def test_semantic_loss_adds_the_weighted_aux_head():
     main = semantic_loss(logits, target, config)
     aux = semantic_loss(aux_logits, target, config)
     assert torch.allclose(semantic_loss(logits, target, config, aux_logits), main + 0.25 * aux)
+
+
+def test_lovasz_of_confident_predictions_is_one_minus_the_mean_iou_of_the_classes_present():
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 4, (2, 12, 12), generator=generator)
+    target[target == 3] = IGNORE_INDEX
+    target[0, 0, 0] = 2  # class 2 present; class 3 only ignored, absent
+    predicted = torch.randint(0, 5, (2, 12, 12), generator=generator)  # class 4 never true
+    logits = 50 * F.one_hot(predicted, 5).permute(0, 3, 1, 2).float()
+    valid = target != IGNORE_INDEX
+    ious = []
+    for c in range(3):
+        truth, guess = (target == c) & valid, (predicted == c) & valid
+        ious.append(float((truth & guess).sum()) / float((truth | guess).sum()))
+    assert math.isclose(float(lovasz_softmax(logits, target)), 1 - sum(ious) / 3, rel_tol=1e-5)
+
+
+def test_lovasz_gradient_raises_the_true_class_and_ignores_what_is_ignored():
+    target = torch.tensor([[[0, 1], [1, IGNORE_INDEX]]])
+    logits = torch.zeros(1, 2, 2, 2, requires_grad=True)
+    loss = lovasz_softmax(logits, target)
+    loss.backward()
+    assert 0 < float(loss) < 1
+    assert float(logits.grad[0, 1, 0, 1]) < 0 < float(logits.grad[0, 0, 0, 1])  # descent raises class 1
+    assert torch.equal(logits.grad[0, :, 1, 1], torch.zeros(2))
+    assert float(lovasz_softmax(logits, torch.full((1, 2, 2), IGNORE_INDEX))) == 0.0
+
+
+def test_lovasz_stride_uses_every_nth_pixel():
+    logits, target = torch.randn(1, 9, 8, 8), torch.randint(0, 9, (1, 8, 8))
+    strided = lovasz_softmax(logits[:, :, ::4, ::4], target[:, ::4, ::4])
+    assert torch.equal(lovasz_softmax(logits, target, stride=4), strided)
+
+
+def test_semantic_loss_adds_the_weighted_lovasz_term():
+    logits, target = torch.randn(1, 9, 16, 16), torch.randint(0, 9, (1, 16, 16))
+    plain = semantic_loss(logits, target, SemanticLossConfig())
+    mixed = semantic_loss(logits, target, SemanticLossConfig(lovasz_weight=0.5))
+    assert torch.allclose(mixed, plain + 0.5 * lovasz_softmax(logits, target, stride=4))
+    with pytest.raises(ValueError, match="lovasz_weight"):
+        SemanticLossConfig(lovasz_weight=-1)
 
 
 def test_object_surround_is_the_background_within_margin_of_the_chosen_classes():
