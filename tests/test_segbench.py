@@ -201,10 +201,11 @@ def test_finished_runs_are_kept_and_not_trained_again(folders, tmp_path, monkeyp
 def test_options_added_later_keep_the_fingerprints_of_saved_runs(folders):
     config = segbench.load_config(TINY_CONFIG)
     frames = _load(folders, "ir").train["ir"]
-    # The fingerprint these frames had before `segmentation.norm` existed.
+    # The fingerprint these frames had before `segmentation.norm` and `semantic_loss.lovasz_weight` existed.
     assert segbench.run_fingerprint(frames, config, 0) == "96f1f25070c5bca607a4fc53ff88ab4e9d7dc41b8a14ac53ba7df7f9c5a4c293"
     batch = dataclasses.replace(config, segmentation=dataclasses.replace(config.segmentation, norm="batch"))
-    assert segbench.run_fingerprint(frames, batch, 0) != segbench.run_fingerprint(frames, config, 0)
+    lovasz = dataclasses.replace(config, semantic_loss=dataclasses.replace(config.semantic_loss, lovasz_weight=1.0))
+    assert len({segbench.run_fingerprint(frames, c, 0) for c in (config, batch, lovasz)}) == 3
 
 
 def test_an_unreadable_saved_result_is_trained_again(folders, tmp_path):
