@@ -389,8 +389,8 @@ def lovasz_softmax(
     Args:
         logits: ``(B, K, H, W)`` float, unnormalised class scores.
         target: ``(B, H, W)`` int64 class ids in ``[0, K)``, or ``ignore_index`` (never counted).
-        stride: use every ``stride``-th pixel in each direction (sorting is the cost; logits
-            upsampled from 1/8 lose little at ``stride = 4``).
+        stride: use every ``stride``-th pixel in each direction (sorting is the cost; the
+            segmentation network's logits are upsampled from 1/8, so neighbours nearly repeat).
         ignore_index: label value of pixels to ignore.
 
     Returns:
