@@ -201,11 +201,25 @@ def test_finished_runs_are_kept_and_not_trained_again(folders, tmp_path, monkeyp
 def test_options_added_later_keep_the_fingerprints_of_saved_runs(folders):
     config = segbench.load_config(TINY_CONFIG)
     frames = _load(folders, "ir").train["ir"]
-    # The fingerprint these frames had before `segmentation.norm` and `semantic_loss.lovasz_weight` existed.
+    # The fingerprint these frames had before `segmentation.norm`, `semantic_loss.lovasz_weight`
+    # and `optim.ema_decay` existed.
     assert segbench.run_fingerprint(frames, config, 0) == "96f1f25070c5bca607a4fc53ff88ab4e9d7dc41b8a14ac53ba7df7f9c5a4c293"
     batch = dataclasses.replace(config, segmentation=dataclasses.replace(config.segmentation, norm="batch"))
     lovasz = dataclasses.replace(config, semantic_loss=dataclasses.replace(config.semantic_loss, lovasz_weight=1.0))
-    assert len({segbench.run_fingerprint(frames, c, 0) for c in (config, batch, lovasz)}) == 3
+    average = dataclasses.replace(config, optim=dataclasses.replace(config.optim, ema_decay=0.9))
+    assert len({segbench.run_fingerprint(frames, c, 0) for c in (config, batch, lovasz, average)}) == 4
+
+
+def test_ema_decay_returns_the_moving_average_of_the_trained_weights(folders):
+    config = segbench.load_config(TINY_CONFIG)
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, steps=3))
+    frames = _load(folders, "ir").train["ir"]
+    plain = segbench.train_segmentation(frames, config, 0, torch.device("cpu")).state_dict()
+    averaged_config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, ema_decay=0.5))
+    averaged = segbench.train_segmentation(frames, averaged_config, 0, torch.device("cpu")).state_dict()
+    # The trained weights are the same in both runs; the average lags behind them.
+    key = next(k for k in plain if k.endswith("weight") and plain[k].dim() == 4)
+    assert not torch.allclose(plain[key], averaged[key])
 
 
 def test_an_unreadable_saved_result_is_trained_again(folders, tmp_path):

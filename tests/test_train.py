@@ -1,5 +1,6 @@
 """The training loop on configs/tiny.toml (a few seconds per run, one thread per process)."""
 
+import copy
 import csv
 import dataclasses
 import os
@@ -512,3 +513,56 @@ def test_night_copies_are_fused_with_the_labelled_day_pairs(tmp_path, monkeypatc
 def test_night_copy_settings_are_checked(overrides, message):
     with pytest.raises(ValueError, match=message):
         training.load_config(TINY_CONFIG, overrides)
+
+
+def test_update_average_is_a_moving_average_of_weights_and_batchnorm_statistics():
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    average = copy.deepcopy(network)
+    before = {k: v.clone() for k, v in average.state_dict().items()}
+    with torch.no_grad():
+        for tensor in network.parameters():
+            tensor.add_(1.0)
+    network(torch.rand(4, 1, 3, 3))  # train mode: moves the running statistics and the step counter
+    training.update_average(average, network, 0.75)
+    for key, value in average.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, 0.75 * before[key] + 0.25 * network.state_dict()[key])
+        else:
+            assert torch.equal(value, network.state_dict()[key])
+    assert not any(tensor.requires_grad for tensor in average.state_dict().values())
+
+
+def test_average_decay_starts_low_and_reaches_ema_decay():
+    optim = training.OptimConfig(ema_decay=0.99)
+    assert training.average_decay(optim, 0) == pytest.approx(0.1)
+    assert training.average_decay(optim, 10_000) == 0.99
+    with pytest.raises(ValueError, match="ema_decay"):
+        training.OptimConfig(ema_decay=1.0)
+
+
+def test_ema_decay_saves_the_average_and_resumes_it_from_the_checkpoint(tmp_path, monkeypatch):
+    tiny = training.load_config(TINY_CONFIG)
+    schedule = dataclasses.replace(tiny.schedule, rounds=1, fusion_steps=(0,), segmentation_steps=(4,))
+    config = dataclasses.replace(tiny, schedule=schedule, data=dataclasses.replace(tiny.data, validation_pairs=0),
+                                 segmentation_optim=dataclasses.replace(tiny.segmentation_optim, ema_decay=0.5))
+    save = training._save_checkpoint
+
+    def keep_step_two(path, *arguments):
+        save(path, *arguments)
+        if arguments[3] == 2:  # (networks, averages, optimizers, step, ...)
+            (tmp_path / "step2.pt").write_bytes(path.read_bytes())
+
+    monkeypatch.setattr(training, "_save_checkpoint", keep_step_two)
+    training.train(config, tmp_path / "run", data_root=str(TINY_DATA))
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    saved = load_network(tmp_path / "run" / "segmentation.safetensors").state_dict()
+    # The run saves the average, not the weights it trained.
+    assert all(torch.equal(saved[k], state["segmentation_average"][k]) for k in saved)
+    assert any(not torch.equal(saved[k], state["segmentation"][k]) for k in saved)
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    (resumed / "checkpoint.pt").write_bytes((tmp_path / "step2.pt").read_bytes())
+    training.train(config, resumed, resume=True, data_root=str(TINY_DATA))
+    again = load_network(resumed / "segmentation.safetensors").state_dict()
+    assert all(torch.equal(saved[k], again[k]) for k in saved)

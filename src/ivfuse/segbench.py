@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -55,7 +56,17 @@ from .metrics.segmentation import confusion_matrix, segmentation_scores
 from .models import SegmentationConfig, SegmentationNet, class_probabilities
 from .runtime import prepare_training_threads, resolve_device
 from .serialization import save_network
-from .train import OptimConfig, learning_rate, make_optimizer, mixed_precision, optimizer_step, read_config, segmentation_loss
+from .train import (
+    OptimConfig,
+    average_decay,
+    learning_rate,
+    make_optimizer,
+    mixed_precision,
+    optimizer_step,
+    read_config,
+    segmentation_loss,
+    update_average,
+)
 
 #: Scores reported per input kind besides the per-class IoUs: key of ``segmentation_scores`` -> table heading.
 SCORES = {
@@ -232,11 +243,13 @@ def train_segmentation(
         on_step: called with the loss after every step (progress display).
 
     Returns:
-        The trained network, in eval mode.
+        The trained network, in eval mode; with ``[optim] ema_decay``, the moving average of
+        its weights (:func:`ivfuse.train.update_average`).
     """
     run = config.run
     torch.manual_seed(seed)
     network = SegmentationNet(config.segmentation).to(device).train()
+    average = copy.deepcopy(network).requires_grad_(False) if config.optim.ema_decay else None
     optimizer = make_optimizer(network, config.optim)
     autocast = mixed_precision(device, run.amp)
     for step in range(run.steps):
@@ -244,9 +257,11 @@ def train_segmentation(
         with autocast:
             loss = segmentation_loss(network, image, label, config.semantic_loss, config.segmentation.aux_head)
         optimizer_step(optimizer, loss, learning_rate(config.optim, step, run.steps))
+        if average is not None:
+            update_average(average, network, average_decay(config.optim, step))
         if on_step is not None:
             on_step(loss.item())
-    return network.eval()
+    return (network if average is None else average).eval()
 
 
 @torch.no_grad()
@@ -278,7 +293,7 @@ def confusion_over_frames(
 
 # Options added after runs were saved, with the value that computes what those runs computed: left
 # out of the fingerprint at that value, so that the saved runs still count.
-ADDED_OPTIONS = {("segmentation", "norm"): "group", ("semantic_loss", "lovasz_weight"): 0.0}
+ADDED_OPTIONS = {("segmentation", "norm"): "group", ("semantic_loss", "lovasz_weight"): 0.0, ("optim", "ema_decay"): 0.0}
 
 
 def run_fingerprint(frames: Sequence[LabelledImage], config: BenchConfig, seed: int) -> str:

@@ -38,6 +38,7 @@ torchrun also ``rank_digests.txt`` (each process's :func:`weights_digest`, which
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import hashlib
@@ -205,11 +206,21 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up then cosine decay over all steps of one network."""
+    """AdamW with linear warm-up then cosine decay over all steps of one network.
+
+    ``ema_decay``: above 0, the run also keeps an exponential moving average of the network's
+    weights (:func:`update_average`), and what it validates and saves is the average; the
+    optimiser still steps the trained weights. 0 (the default) saves the trained weights.
+    """
 
     lr: float = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.0
+    ema_decay: float = 0.0
+
+    def __post_init__(self):
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), not {self.ema_decay}")
 
 
 @dataclass(frozen=True)
@@ -394,6 +405,38 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: flo
     optimizer.step()
 
 
+def average_decay(optim: OptimConfig, step: int) -> float:
+    """Weight of the old average at the network's step ``step`` (0-based): ``optim.ema_decay``,
+    lower over the first steps, ``(1 + step) / (10 + step)``, so that the average soon leaves the
+    initial weights behind."""
+    return min(optim.ema_decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_average(average: torch.nn.Module, network: torch.nn.Module, decay: float) -> None:
+    """One step of an exponential moving average of ``network``'s weights, kept in ``average``.
+
+    ``average = decay * average + (1 - decay) * network`` over every floating-point tensor of the
+    state dict (parameters and BatchNorm's running statistics, so the average is normalised by
+    statistics of its own kind); integer buffers (BatchNorm's step counter) are copied.
+
+    Args:
+        average: a network of the same architecture (e.g. a ``copy.deepcopy`` of ``network``).
+        network: the network being trained.
+        decay: in ``[0, 1)``; 0 copies ``network``.
+
+    Example:
+        >>> network = torch.nn.Linear(2, 1)
+        >>> average = copy.deepcopy(network)
+        >>> update_average(average, network, 0.99)
+    """
+    for mine, theirs in zip(average.state_dict().values(), network.state_dict().values(), strict=True):
+        if mine.is_floating_point():
+            mine.lerp_(theirs, 1 - decay)
+        else:
+            mine.copy_(theirs)
+
+
 def mixed_precision(device: torch.device, amp: bool):
     """bfloat16 autocast on CUDA when ``amp`` (no loss scaling needed); a no-op context otherwise."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
@@ -510,6 +553,9 @@ def train(
     segmentation.to(device)
     optimizers = {"fusion": make_optimizer(fusion_part, config.fusion_optim), "segmentation": make_optimizer(segmentation, config.segmentation_optim)}
     optim_configs = {"fusion": config.fusion_optim, "segmentation": config.segmentation_optim}
+    networks = {"fusion": fusion, "segmentation": segmentation}
+    # Moving averages of the weights ([*_optim] ema_decay), started from the initial weights.
+    averages = {name: copy.deepcopy(network).requires_grad_(False) for name, network in networks.items() if optim_configs[name].ema_decay}
     start = 0
     if state is not None:
         try:
@@ -517,6 +563,8 @@ def train(
             segmentation.load_state_dict(state["segmentation"])
             for name, optimizer in optimizers.items():
                 optimizer.load_state_dict(state[f"{name}_optimizer"])
+            for name, average in averages.items():
+                average.load_state_dict(state[f"{name}_average"])
             start = int(state["step"])
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
             raise WeightsError(f"{checkpoint_path}: its tensors do not fit the networks of this config ({first_line(error)})") from None
@@ -586,6 +634,8 @@ def train(
                 loss = segmentation_loss(trained["segmentation"], image, label, config.semantic_loss, config.segmentation.aux_head)
                 parts["semantic"] = loss.item()
         optimizer_step(optimizers[phase.network], loss, lr)
+        if phase.network in averages:
+            update_average(averages[phase.network], networks[phase.network], average_decay(optim_configs[phase.network], network_step))
 
         seconds = time.perf_counter() - began
         log.writerow([step, phase.round, phase.network, f"{lr:.6g}", f"{loss.item():.6g}",
@@ -594,22 +644,24 @@ def train(
         round_end = max(p.start + p.steps for p in phases if p.round == phase.round)
         if is_main and step + 1 == round_end and validation:
             segmentation_trained = any(p.network == "segmentation" and p.start <= step for p in phases)
-            scores = validate(fusion, segmentation if segmentation_trained else None, validation, config.loss, device)
+            scores = validate(averages.get("fusion", fusion), averages.get("segmentation", segmentation) if segmentation_trained else None,
+                              validation, config.loss, device)
             validation_log.writerow([step, phase.round, f"{scores['content_loss']:.6g}", f"{scores['miou']:.4f}", *(f"{v:.4f}" for v in scores["iou"])])
             progress.write(f"round {phase.round}: validation content loss {scores['content_loss']:.4f}, mIoU {scores['miou']:.4f}")
         if is_main and time.monotonic() - last_checkpoint > 60 * run.checkpoint_minutes:
-            _save_checkpoint(checkpoint_path, fusion, segmentation, optimizers, step + 1, (log, validation_log), run_record)
+            _save_checkpoint(checkpoint_path, networks, averages, optimizers, step + 1, (log, validation_log), run_record)
             last_checkpoint = time.monotonic()
 
     outputs = []
     if is_main:
-        _save_checkpoint(checkpoint_path, fusion, segmentation, optimizers, end, (log, validation_log), run_record)
+        _save_checkpoint(checkpoint_path, networks, averages, optimizers, end, (log, validation_log), run_record)
         log.close()
         validation_log.close()
         provenance = {"steps": str(end), "run_config": json.dumps(dataclasses.asdict(config))}
-        outputs.append(save_network(fusion.eval(), out_dir / "fusion.safetensors", **provenance))
+        saved = {name: averages.get(name, network).eval() for name, network in networks.items()}
+        outputs.append(save_network(saved["fusion"], out_dir / "fusion.safetensors", **provenance))
         if total["segmentation"]:
-            outputs.append(save_network(segmentation.eval(), out_dir / "segmentation.safetensors", **provenance))
+            outputs.append(save_network(saved["segmentation"], out_dir / "segmentation.safetensors", **provenance))
     if world > 1:
         _record_rank_digests(out_dir, rank, world, fusion, segmentation)
         dist.destroy_process_group()
@@ -765,16 +817,19 @@ def _check_same_run(path: Path, recorded: str | None, current: str) -> None:
     raise ValueError(f"{path}: written by a run with another config ({', '.join(changed)} differ); resume with the same config, or choose another --out")
 
 
-#: What :func:`_save_checkpoint` writes besides ``run_config`` (which older checkpoints lack).
+#: What :func:`_save_checkpoint` always writes besides ``run_config`` (which older checkpoints lack);
+#: ``<network>_average`` only for a network with ``ema_decay``.
 _CHECKPOINT_KEYS = ("fusion", "segmentation", "fusion_optimizer", "segmentation_optimizer", "step")
 
 
-def _save_checkpoint(path: Path, fusion, segmentation, optimizers: dict, step: int, logs, run_record: str) -> None:
+def _save_checkpoint(path: Path, networks: dict, averages: dict, optimizers: dict, step: int, logs, run_record: str) -> None:
     # Log rows first: a resumed run keeps the rows before its checkpoint's step and redoes the rest.
     for log in logs:
         log.flush()
-    state = {"fusion": fusion.state_dict(), "segmentation": segmentation.state_dict(), "step": step, "run_config": run_record}
+    state = {name: network.state_dict() for name, network in networks.items()}
+    state.update({"step": step, "run_config": run_record})
     state.update({f"{name}_optimizer": optimizer.state_dict() for name, optimizer in optimizers.items()})
+    state.update({f"{name}_average": average.state_dict() for name, average in averages.items()})
     with atomic_write(path) as stream:
         torch.save(state, stream)
 
