@@ -137,6 +137,11 @@ class Augment:
     ``blur`` (Gaussian, sigma up to ``blur`` pixels of the crop, drawn per plane) on top; see
     :func:`jitter_planes`. A grey visible camera (TNO) needs no option of its own: the fusion
     network sees only the visible luminance, which a grey image has unchanged.
+    ``copy_paste``: share of the crops of labelled frames whose frame first receives the labelled
+    objects of another frame of the pool, drawn at random, at their own positions (the
+    :func:`paste_objects` copy-paste augmentation; a donor of another size gives nothing). Objects
+    keep the place, size and surroundings a fixed road camera gives them, and appear beside
+    scenes and lighting they were not recorded in.
     """
 
     crop_size: int = 192
@@ -149,13 +154,15 @@ class Augment:
     noise: float = 0.0
     per_modality: bool = False
     blur: float = 0.0
+    copy_paste: float = 0.0
 
     def __post_init__(self):
         for name in ("contrast", "brightness", "gamma", "noise", "blur"):
             if getattr(self, name) < 0:
                 raise ValueError(f"[augment] {name} must be >= 0, not {getattr(self, name)}")
-        if not 0 <= self.object_crops <= 1:
-            raise ValueError(f"[augment] object_crops must be in [0, 1], not {self.object_crops}")
+        for name in ("object_crops", "copy_paste"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"[augment] {name} must be in [0, 1], not {getattr(self, name)}")
 
 
 def draw_batch(
@@ -198,21 +205,56 @@ def draw_crops(
     generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
     images, labels = [], []
     for index in torch.randint(len(samples), (batch_size,), generator=generator).tolist():
-        image, label = _augment(samples[index], augment, generator)
+        planes, label = samples[index].planes(), samples[index].label
+        # Drawn only when the option is on, so that batches without it are drawn as before it existed.
+        if augment.copy_paste and label is not None and float(torch.rand((), generator=generator)) < augment.copy_paste:
+            donor = samples[int(torch.randint(len(samples), (), generator=generator))]
+            planes, label = paste_objects(planes, label, donor.planes(), donor.label)
+        image, label = _augment(planes, label, augment, generator)
         images.append(image)
         labels.append(label)
     return torch.stack(images), torch.stack(labels)
 
 
-def _augment(sample: Sample | LabelledImage, augment: Augment, generator: torch.Generator):
-    planes = sample.planes()
+def paste_objects(
+    planes: Sequence[torch.Tensor], label: torch.Tensor, donor_planes: Sequence[torch.Tensor], donor_label: torch.Tensor | None
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Copy-paste augmentation: the donor's labelled object pixels (classes 1-8) over the frame's.
+
+    Objects go where they are in the donor (both frames from the same kind of camera), with their
+    pixels in every plane and their labels; elsewhere the frame is unchanged.
+
+    Args:
+        planes: the frame's images, each ``(C, H, W)`` (any dtype).
+        label: ``(H, W)`` class ids of the frame.
+        donor_planes, donor_label: the same of the donor; a donor without labels or of another
+            size leaves the frame as it is.
+
+    Returns:
+        ``(planes, label)``: new tensors where something was pasted, the inputs otherwise.
+
+    Example:
+        >>> frame, donor = torch.zeros(1, 2, 2, dtype=torch.uint8), torch.full((1, 2, 2), 9, dtype=torch.uint8)
+        >>> donor_label = torch.tensor([[0, 2], [0, 0]], dtype=torch.uint8)
+        >>> planes, label = paste_objects((frame,), torch.zeros(2, 2, dtype=torch.uint8), (donor,), donor_label)
+        >>> planes[0][0].tolist(), label.tolist()
+        ([[0, 9], [0, 0]], [[0, 2], [0, 0]])
+    """
+    if donor_label is None or donor_label.shape != label.shape:
+        return tuple(planes), label
+    objects = torch.isin(donor_label, torch.tensor(OBJECT_CLASS_IDS, dtype=donor_label.dtype))
+    pasted = tuple(torch.where(objects, donor, plane) for plane, donor in zip(planes, donor_planes, strict=True))
+    return pasted, torch.where(objects, donor_label, label)
+
+
+def _augment(planes: Sequence[torch.Tensor], label: torch.Tensor | None, augment: Augment, generator: torch.Generator):
     height, width = planes[0].shape[-2:]
     low, high = augment.scale_range
     scale = low + (high - low) * float(torch.rand((), generator=generator))
     # Never let the scaled image be smaller than the crop.
     scale = max(scale, augment.crop_size / min(height, width))
     window = min(height, width, math.ceil(augment.crop_size / scale))
-    centre = _object_pixel(sample.label, generator) if augment.object_crops and sample.label is not None else None
+    centre = _object_pixel(label, generator) if augment.object_crops and label is not None else None
     if centre is not None and float(torch.rand((), generator=generator)) < augment.object_crops:
         top, left = (min(max(0, c - window // 2), side - window) for c, side in zip(centre, (height, width)))
     else:
@@ -221,10 +263,10 @@ def _augment(sample: Sample | LabelledImage, augment: Augment, generator: torch.
     region = (slice(None), slice(top, top + window), slice(left, left + window))
     image = torch.cat([plane[region] for plane in planes]).float()[None] / 255
     image = F.interpolate(image, size=(augment.crop_size,) * 2, mode="bilinear", align_corners=False, antialias=True)[0]
-    if sample.label is None:
+    if label is None:
         label = torch.full((augment.crop_size,) * 2, IGNORE_INDEX, dtype=torch.int64)
     else:
-        label = sample.label[region[1:]][None, None].float()
+        label = label[region[1:]][None, None].float()
         label = F.interpolate(label, size=(augment.crop_size,) * 2, mode="nearest")[0, 0].long()
     if augment.flip and bool(torch.rand((), generator=generator) < 0.5):
         image, label = image.flip(-1), label.flip(-1)

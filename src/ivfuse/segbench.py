@@ -293,7 +293,12 @@ def confusion_over_frames(
 
 # Options added after runs were saved, with the value that computes what those runs computed: left
 # out of the fingerprint at that value, so that the saved runs still count.
-ADDED_OPTIONS = {("segmentation", "norm"): "group", ("semantic_loss", "lovasz_weight"): 0.0, ("optim", "ema_decay"): 0.0}
+ADDED_OPTIONS = {
+    ("segmentation", "norm"): "group",
+    ("semantic_loss", "lovasz_weight"): 0.0,
+    ("optim", "ema_decay"): 0.0,
+    ("augment", "copy_paste"): 0.0,
+}
 
 
 def run_fingerprint(frames: Sequence[LabelledImage], config: BenchConfig, seed: int) -> str:
