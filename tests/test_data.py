@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ivfuse.color import rgb_to_luma
-from ivfuse.data import Augment, LabelledImage, Sample, draw_crops, night_copies, photometric_jitter
+from ivfuse.data import Augment, LabelledImage, Sample, draw_crops, night_copies, paste_objects, photometric_jitter
 
 FRAME = LabelledImage("a", torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8), torch.randint(0, 9, (64, 80), dtype=torch.uint8))
 JITTER = Augment(crop_size=32, contrast=0.3, brightness=0.15, gamma=0.4, noise=0.03)
@@ -84,3 +84,41 @@ def test_night_copies_darken_the_visible_image_of_day_pairs_only():
     again = night_copies([day, night], (20, 30), noise=3.0, seed=0)[0]
     assert torch.equal(copy.vis, again.vis)
     assert not torch.equal(copy.vis, night_copies([day], (20, 30), noise=3.0, seed=1)[0].vis)
+
+
+def test_paste_objects_copies_the_donors_object_pixels_and_labels_in_place():
+    ir, vis = torch.zeros(1, 4, 5, dtype=torch.uint8), torch.zeros(3, 4, 5, dtype=torch.uint8)
+    label = torch.zeros(4, 5, dtype=torch.uint8)
+    label[0, 0] = 2  # the frame's own person stays where the donor has none
+    donor_ir, donor_vis = torch.full((1, 4, 5), 200, dtype=torch.uint8), torch.full((3, 4, 5), 100, dtype=torch.uint8)
+    donor_label = torch.zeros(4, 5, dtype=torch.uint8)
+    donor_label[1:3, 2:4] = 1  # a car
+    donor_label[3, 4] = 255  # unlabelled: not an object
+    (pasted_ir, pasted_vis), pasted_label = paste_objects((ir, vis), label, (donor_ir, donor_vis), donor_label)
+    car = donor_label == 1
+    assert torch.equal(pasted_label, torch.where(car, 1, label).to(torch.uint8))
+    assert (pasted_ir[:, car] == 200).all() and (pasted_ir[:, ~car] == 0).all()
+    assert (pasted_vis[:, car] == 100).all() and (pasted_vis[:, ~car] == 0).all()
+    # A donor of another size, or without labels, gives nothing.
+    for other in (donor_label[:3], None):
+        planes, same = paste_objects((ir, vis), label, (donor_ir, donor_vis), other)
+        assert same is label and planes[0] is ir
+
+
+def test_copy_paste_brings_objects_of_other_frames_into_the_crops_and_is_off_by_default():
+    empty = LabelledImage("road", torch.zeros(3, 32, 32, dtype=torch.uint8), torch.zeros(32, 32, dtype=torch.uint8))
+    label = torch.zeros(32, 32, dtype=torch.uint8)
+    label[8:24, 8:24] = 1
+    with_car = LabelledImage("car", (label * 255).expand(3, 32, 32).contiguous(), label)
+    augment = Augment(crop_size=32, scale_range=(1.0, 1.0), flip=False)
+    images, labels = draw_crops([empty, with_car], 64, augment, seed=0, step=0)
+    roads = images.flatten(1).amax(1) == 0
+    assert roads.any() and (labels[roads] == 0).all()
+    pasted_images, pasted_labels = draw_crops([empty, with_car], 64, Augment(crop_size=32, scale_range=(1.0, 1.0), flip=False, copy_paste=1.0), seed=0, step=0)
+    # The road frame now receives the car when the car frame is drawn as donor (half the time),
+    # pixels and label alike.
+    cars, pasted_cars = ((crops == 1).flatten(1).any(1).sum() for crops in (labels, pasted_labels))
+    assert pasted_cars > cars + 8
+    assert torch.equal(pasted_images[:, 0] == 1, pasted_labels == 1)
+    with pytest.raises(ValueError, match="copy_paste"):
+        Augment(copy_paste=1.5)
