@@ -140,8 +140,8 @@ class Augment:
     ``copy_paste``: share of the crops of labelled frames whose frame first receives the labelled
     objects of another frame of the pool, drawn at random, at their own positions (the
     :func:`paste_objects` copy-paste augmentation; a donor of another size gives nothing). Objects
-    keep the place, size and surroundings a fixed road camera gives them, and appear beside
-    scenes and lighting they were not recorded in.
+    keep the place and size a fixed road camera gives them, and appear in scenes and lighting
+    they were not recorded in.
     """
 
     crop_size: int = 192
