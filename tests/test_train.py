@@ -139,6 +139,10 @@ def test_config_errors_name_the_problem(tmp_path):
     path.write_text("[salient_target]\nclasses = ['person', 'pedestrian']\n")
     with pytest.raises(ValueError, match=r"bad.toml: \[salient_target\] classes must name objects .*; not pedestrian"):
         training.load_config(path)
+    # A section type shared by two sections: the message names the one that holds the value.
+    path.write_text("[segmentation_optim]\nema_decay = 1.0\n")
+    with pytest.raises(ValueError, match=r"bad.toml: \[segmentation_optim\] ema_decay must be in \[0, 1\)"):
+        training.load_config(path)
 
 
 def test_salient_target_trains_the_fusion_network_towards_ir_around_labelled_objects(tmp_path):

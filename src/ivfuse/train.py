@@ -319,7 +319,10 @@ def read_config(path: str | os.PathLike, config_type: type[T], overrides: Sequen
         try:
             sections[section.name] = section_type(**values)
         except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+            # A section type used under several names ([fusion_optim], [segmentation_optim])
+            # cannot name its section itself.
+            message = str(error) if str(error).startswith("[") else f"[{section.name}] {error}"
+            raise ValueError(f"{path}: {message}") from None
     if raw:
         raise ValueError(f"{path}: unknown section(s): {', '.join(sorted(raw))}")
     return config_type(**sections)
