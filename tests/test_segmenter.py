@@ -145,3 +145,54 @@ def test_cli_bad_scales_exit_2_with_one_line(tmp_path, scales):
     outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "out"), "--scales", scales])
     assert outcome.exit_code == 2 and "--scales" in outcome.output and "Traceback" not in outcome.output
     assert not (tmp_path / "out").exists()
+
+
+def test_class_gain_vector_names_classes_and_refuses_unknown_classes_and_bad_gains():
+    from ivfuse.segmenter import class_gain_vector
+
+    assert class_gain_vector({}).tolist() == [1.0] * len(CLASS_NAMES)
+    vector = class_gain_vector({"car": 1.5, "color_cone": 2, "car stop": np.float32(0.5)})
+    assert vector.dtype == np.float32 and vector.tolist() == [1, 1.5, 1, 1, 1, 0.5, 1, 2, 1]
+    with pytest.raises(ValueError, match="unknown class 'truck'"):
+        class_gain_vector({"truck": 2})
+    for gain in (0, -1, float("nan"), float("inf"), "2"):
+        with pytest.raises(ValueError, match="class gain of 'car' must be a finite number above 0"):
+            class_gain_vector({"car": gain})
+
+
+def test_gained_labels_move_only_pixels_where_the_gained_class_comes_close():
+    from ivfuse.segmenter import gained_labels
+
+    # Three pixels: the car (class 1) trails by a little, by a lot, and leads.
+    probabilities = np.array([[0.5, 0.9, 0.2], [0.4, 0.1, 0.7], [0.1, 0.0, 0.1]], np.float32)[:, None, :]
+    assert gained_labels(probabilities, np.ones(3)).tolist() == [[0, 0, 1]]
+    assert gained_labels(probabilities, np.array([1, 1.5, 1])).tolist() == [[1, 0, 1]]
+    assert gained_labels(probabilities, np.array([1, 0.2, 1])).tolist() == [[0, 0, 0]]
+    assert gained_labels(probabilities, np.ones(3)).dtype == np.uint8
+
+
+def test_cli_class_gain_labels_as_the_segmenter_with_that_gain_and_bad_gains_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from ivfuse.cli import main
+    from ivfuse.io import read_pair
+    from ivfuse.segmenter import Segmenter, gained_labels
+
+    from .conftest import EXAMPLES
+
+    pair = [str(EXAMPLES / "ir" / "00055D.png"), str(EXAMPLES / "vi" / "00055D.png")]
+    plain_run = ["--no-flip", "--scales", "1"]
+    outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "cars"), "--class-gain", "car=3", *plain_run])
+    assert outcome.exit_code == 0, outcome.output
+    written = np.asarray(Image.open(tmp_path / "cars" / "labels" / "00055D.png"))
+    segmenter = Segmenter(flip=False, scales=(1.0,), class_gains={"car": 3})
+    probabilities, _ = segmenter.probabilities(*read_pair(*pair))
+    gained, plain = gained_labels(probabilities, segmenter.gains), probabilities.argmax(0)
+    np.testing.assert_array_equal(written, gained)
+    car = CLASS_NAMES.index("car")
+    assert (gained == car).sum() > (plain == car).sum()
+    assert ((plain == car) <= (gained == car)).all()  # a gain on cars only adds car pixels
+    for value, message in (("car=x", "expected CLASS=GAIN"), ("truck=2", "unknown class 'truck'"), ("car=0", "finite number above 0")):
+        outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "bad"), "--class-gain", value])
+        assert outcome.exit_code != 0 and message in outcome.output and "Traceback" not in outcome.output
+        assert not (tmp_path / "bad").exists()

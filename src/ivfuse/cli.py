@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, MAX_PIXELS_ENV, ImageReadError, first_line, pixel_limit
-from .models.segmentation import DEFAULT_FLIP, DEFAULT_SCALES, MIN_WINDOW
+from .models.segmentation import DEFAULT_CLASS_GAINS, DEFAULT_FLIP, DEFAULT_SCALES, MIN_WINDOW
 from .serialization import WeightsError
 
 EXIT_PARTIAL, EXIT_FAILED = 1, 2
@@ -148,10 +148,13 @@ def fuse(ir_path, vis_path, out_path, method, weights, backend, device, threads,
               help="Average the predictions of the image resized by these factors (test-time augmentation). Fastest: --no-flip --scales 1.")
 @click.option("--window", default=0, show_default=True, type=click.IntRange(min=0),
               help=f"Segment in windows of N pixels overlapping by half (at least {MIN_WINDOW}; 0: whole images). GroupNorm networks need their training crop size, e.g. 192.")
+@click.option("--class-gain", "class_gains", multiple=True, metavar="CLASS=GAIN", callback=lambda context, parameter, value: _parse_class_gains(value),
+              help="Multiply a class's probability by GAIN before choosing each pixel's class (above 1: more of that class); "
+                   "repeatable. Default: " + (", ".join(f"{name}={gain:g}" for name, gain in DEFAULT_CLASS_GAINS.items()) or "none (every class 1)") + ".")
 @_max_pixels_option
 @click.option("--skip-existing", is_flag=True, help="Skip pairs whose labels/<stem>.png exists (written last: the pair is complete); resumes an interrupted run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, threads, probabilities, masks, flip, scales, window, skip_existing, quiet):
+def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, threads, probabilities, masks, flip, scales, window, class_gains, skip_existing, quiet):
     """Segment fused images: MSRS class ids as PNG (labels/), palette overlays (overlays/) and their legend."""
     from .io import write_image
     from .segmenter import Segmenter, legend, segment_folder, segment_pair_files
@@ -161,7 +164,8 @@ def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, thr
         folders = _inputs_are_folders(ir_path, vis_path)
         if 0 < window < MIN_WINDOW:
             raise click.BadParameter(f"expected 0 or at least {MIN_WINDOW}, got {window}", param_hint="--window")
-        segmenter = Segmenter(fusion_weights, seg_weights, device=device, flip=flip, scales=scales, window=window or None)
+        segmenter = Segmenter(fusion_weights, seg_weights, device=device, flip=flip, scales=scales, window=window or None,
+                              class_gains=class_gains)
         if folders:
             report = segment_folder(segmenter, ir_path, vis_path, out_dir, probabilities=probabilities, masks=masks,
                                     skip_existing=skip_existing, on_error=_warn, progress=_progress("segment", quiet))
@@ -175,6 +179,18 @@ def segment(ir_path, vis_path, out_dir, fusion_weights, seg_weights, device, thr
         click.echo(f"wrote {segment_pair_files(segmenter, ir_path, vis_path, out_dir, ir_path.stem, probabilities=probabilities, masks=masks)}")
     except _USER_ERRORS as error:
         _fail(str(error))
+
+
+def _parse_class_gains(values: tuple[str, ...]) -> dict[str, float]:
+    """``--class-gain`` values over the defaults; names and gains are checked by the Segmenter."""
+    gains = dict(DEFAULT_CLASS_GAINS)
+    for value in values:
+        name, _, gain = value.rpartition("=")
+        try:
+            gains[name] = float(gain)
+        except ValueError:
+            raise click.BadParameter(f"expected CLASS=GAIN with a number, got {value!r}", param_hint="--class-gain") from None
+    return gains
 
 
 def _parse_scales(value: str) -> tuple[float, ...]:

@@ -9,8 +9,10 @@ overlay, and on request per-class probability maps and binary masks.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +20,11 @@ import torch
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .classes import CLASS_NAMES, PALETTE
+from .classes import CLASS_NAMES, NUM_CLASSES, PALETTE
 from .fuser import Fuser, FolderReport, process_folder
 from .io import read_pair, write_image
 from .models import class_probabilities
-from .models.segmentation import DEFAULT_FLIP, DEFAULT_SCALES, MIN_WINDOW
+from .models.segmentation import DEFAULT_CLASS_GAINS, DEFAULT_FLIP, DEFAULT_SCALES, MIN_WINDOW
 from .onnx_backend import load_backend_network
 from .serialization import shipped_weights
 
@@ -47,9 +49,14 @@ class Segmenter:
             with GroupNorm (``[segmentation] norm = "group"``) need at their training crop size,
             e.g. 192 (about 3x the work of a whole 640x480 frame; docs/segmentation.md,
             "Windowed inference").
+        class_gains: class name to a gain > 0 multiplying its probability before the argmax of
+            :meth:`segment` (:func:`gained_labels`); classes not named keep 1. The default is
+            ``DEFAULT_CLASS_GAINS`` of :mod:`ivfuse.models.segmentation`; ``{}`` is the plain argmax.
+            :meth:`probabilities` is unaffected.
 
     Raises:
         WeightsError: a weights file is missing, corrupt or of another network (one line naming it).
+        ValueError: ``window`` below the minimum, or an unknown class or bad gain in ``class_gains``.
 
     Example:
         >>> segmenter = Segmenter()
@@ -68,10 +75,12 @@ class Segmenter:
         flip: bool = DEFAULT_FLIP,
         scales: Sequence[float] = DEFAULT_SCALES,
         window: int | None = None,
+        class_gains: Mapping[str, float] = DEFAULT_CLASS_GAINS,
     ):
         if window is not None and window < MIN_WINDOW:
             raise ValueError(f"window must be at least {MIN_WINDOW} pixels (or None: whole images), not {window}")
         self.flip, self.scales, self.window = flip, tuple(scales), window
+        self.gains = class_gain_vector(class_gains)
         path = Path(segmentation_weights) if segmentation_weights is not None else shipped_weights("segmentation")
         # The shipped segmentation network was trained on the shipped fusion network's images.
         self.fuser = Fuser(fusion_weights, device=device, backend=backend)
@@ -89,7 +98,7 @@ class Segmenter:
             float32 in ``[0, 1]`` (grey repeated in three channels for a grey visible image).
         """
         probabilities, fused = self.probabilities(ir, vis)
-        return probabilities.argmax(0).astype(np.uint8), fused
+        return gained_labels(probabilities, self.gains), fused
 
     def probabilities(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities of the fused image of one pair.
@@ -113,6 +122,56 @@ class Segmenter:
             image = torch.from_numpy(np.ascontiguousarray(fused)).permute(2, 0, 1)[None].to(self.fuser.device)
             probabilities = class_probabilities(self.network, image, flip=self.flip, scales=self.scales, window=self.window)[0].float().cpu().numpy()
         return probabilities, fused
+
+
+def class_gain_vector(gains: Mapping[str, float]) -> np.ndarray:
+    """One gain per class, in class-id order, from gains by class name; 1 for every class not named.
+
+    Args:
+        gains: class name of :data:`ivfuse.classes.CLASS_NAMES` (``_`` may stand for a space, as in
+            the folder names of ``ivfuse segment --masks``) to a finite gain above 0.
+
+    Returns:
+        ``(NUM_CLASSES,)`` float32.
+
+    Raises:
+        ValueError: an unknown class name or a gain that is not a finite number above 0.
+
+    Example:
+        >>> class_gain_vector({"car": 1.5, "color_cone": 2})
+        array([1. , 1.5, 1. , 1. , 1. , 1. , 1. , 2. , 1. ], dtype=float32)
+    """
+    vector = np.ones(NUM_CLASSES, np.float32)
+    for name, gain in gains.items():
+        spaced = name.replace("_", " ")
+        if spaced not in CLASS_NAMES:
+            raise ValueError(f"class gain: unknown class {name!r} (classes: {', '.join(CLASS_NAMES)})")
+        if not (isinstance(gain, numbers.Real) and math.isfinite(gain) and gain > 0):
+            raise ValueError(f"class gain of {name!r} must be a finite number above 0, not {gain!r}")
+        vector[CLASS_NAMES.index(spaced)] = gain
+    return vector
+
+
+def gained_labels(probabilities: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Class ids: the argmax over classes of each class's probability times its gain.
+
+    A gain above 1 raises a class's prior: the class takes the pixels where it was nearly the
+    most probable, trading its precision for recall, without retraining (docs/segmentation.md,
+    "Class gains at inference"). All gains 1 is the plain argmax.
+
+    Args:
+        probabilities: ``(C, H, W)`` float, e.g. from :meth:`Segmenter.probabilities`.
+        gains: ``(C,)`` float above 0 (:func:`class_gain_vector`).
+
+    Returns:
+        ``(H, W)`` uint8 class ids.
+
+    Example:
+        >>> p = np.array([0.5, 0.4, 0.1], np.float32)[:, None, None]
+        >>> gained_labels(p, np.ones(3)).item(), gained_labels(p, np.array([1, 1.5, 1])).item()
+        (0, 1)
+    """
+    return (probabilities * gains.reshape(-1, 1, 1)).argmax(0).astype(np.uint8)
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -203,7 +262,7 @@ def segment_pair_files(
     """
     read = read_pair(ir_path, vis_path)
     class_probabilities, fused = segmenter.probabilities(*read)
-    labels = class_probabilities.argmax(0).astype(np.uint8)
+    labels = gained_labels(class_probabilities, segmenter.gains)
     outputs = [(out_dir / "overlays" / f"{stem}.png", overlay(fused, labels))]
     for class_id, name in enumerate(CLASS_NAMES):
         folder = name.replace(" ", "_")

@@ -368,6 +368,10 @@ def class_probabilities(
 #: best in two seeds of the combinations inside the 0.15 s budget per 640x480 frame on 2 threads.
 DEFAULT_FLIP = True
 DEFAULT_SCALES = (0.75, 1.0)
+#: Gains of ``ivfuse segment`` and :class:`ivfuse.segmenter.Segmenter` unless told otherwise: a
+#: class's probability is multiplied by its gain before the argmax
+#: (:func:`ivfuse.segmenter.gained_labels`); classes not named keep 1. Empty: the plain argmax.
+DEFAULT_CLASS_GAINS: dict[str, float] = {}
 
 #: Smallest window of :func:`windowed_logits`: the network's stride-32 context path needs it.
 MIN_WINDOW = 32
