@@ -11,7 +11,8 @@
 #    (summary.md with the paired intervals, CSVs) into OUT_DIR/report with one more call that trains nothing.
 #    Finished (kind, seed) runs are kept in OUT_DIR/report/runs: rerun the script to resume.
 #
-# Environment: SEEDS (default 0,1,2,3,4), JOBS (default 2), IVFUSE (default: ivfuse).
+# Environment: SEEDS (default 0,1,2,3,4), JOBS (default 2), IVFUSE (default: ivfuse), KINDS (default:
+# ir,vis,ivfuse-content,ivfuse-semantic,gff,laplacian; a subset trains and reports only those).
 set -euo pipefail
 MSRS=${1:-../shared/datasets/MSRS}
 OUT=${2:-runs/segbench}
@@ -39,7 +40,7 @@ for split in train test; do
     done
 done
 
-kinds=(ir vis ivfuse-content ivfuse-semantic gff laplacian)
+IFS=, read -r -a kinds <<< "${KINDS:-ir,vis,ivfuse-content,ivfuse-semantic,gff,laplacian}"
 folders() {
     case $1 in
         ir) echo "$OUT/frames/train/ir $OUT/frames/test/ir" ;;
