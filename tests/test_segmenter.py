@@ -194,5 +194,5 @@ def test_cli_class_gain_labels_as_the_segmenter_with_that_gain_and_bad_gains_exi
     assert ((plain == car) <= (gained == car)).all()  # a gain on cars only adds car pixels
     for value, message in (("car=x", "expected CLASS=GAIN"), ("truck=2", "unknown class 'truck'"), ("car=0", "finite number above 0")):
         outcome = CliRunner().invoke(main, ["segment", "--ir", pair[0], "--vis", pair[1], "-o", str(tmp_path / "bad"), "--class-gain", value])
-        assert outcome.exit_code != 0 and message in outcome.output and "Traceback" not in outcome.output
+        assert outcome.exit_code == 2 and message in outcome.output and "Traceback" not in outcome.output
         assert not (tmp_path / "bad").exists()
