@@ -5,14 +5,14 @@
 #
 # 1. links the labelled frames of train and test (only those are fused and used),
 # 2. fuses them with the shipped network (semantic), its content-only network and two classical
-#    baselines (gff, laplacian); existing outputs are kept, so a rerun resumes,
+#    baselines (gff, laplacian), those of KINDS only; existing outputs are kept, so a rerun resumes,
 # 3. trains configs/segbench.toml per input kind (IR, visible, the four fused kinds) and seed in
 #    $JOBS processes of one thread each (kinds split between them), then writes the report
 #    (summary.md with the paired intervals, CSVs) into OUT_DIR/report with one more call that trains nothing.
 #    Finished (kind, seed) runs are kept in OUT_DIR/report/runs: rerun the script to resume.
 #
 # Environment: SEEDS (default 0,1,2,3,4), JOBS (default 2), IVFUSE (default: ivfuse), KINDS (default:
-# ir,vis,ivfuse-content,ivfuse-semantic,gff,laplacian; a subset trains and reports only those).
+# ir,vis,ivfuse-content,ivfuse-semantic,gff,laplacian; a subset fuses, trains and reports only those).
 set -euo pipefail
 MSRS=${1:-../shared/datasets/MSRS}
 OUT=${2:-runs/segbench}
@@ -20,6 +20,7 @@ SEEDS=${SEEDS:-0,1,2,3,4}
 JOBS=${JOBS:-2}
 IVFUSE=${IVFUSE:-ivfuse}
 CONFIG=configs/segbench.toml
+IFS=, read -r -a kinds <<< "${KINDS:-ir,vis,ivfuse-content,ivfuse-semantic,gff,laplacian}"
 
 for split in train test; do
     mkdir -p "$OUT/frames/$split/ir" "$OUT/frames/$split/vi"
@@ -32,15 +33,18 @@ for split in train test; do
         done
     done
     frames="$OUT/frames/$split"
-    $IVFUSE fuse --ir "$frames/ir" --vis "$frames/vi" -o "$OUT/fused/ivfuse-semantic/$split" --skip-existing --quiet
-    $IVFUSE fuse --ir "$frames/ir" --vis "$frames/vi" -o "$OUT/fused/ivfuse-content/$split" --skip-existing --quiet \
-        --weights src/ivfuse/weights/fusion_content.safetensors
-    for method in gff laplacian; do
-        $IVFUSE fuse --ir "$frames/ir" --vis "$frames/vi" -o "$OUT/fused/$method/$split" --method $method --skip-existing --quiet
+    for kind in "${kinds[@]}"; do
+        fuse=($IVFUSE fuse --ir "$frames/ir" --vis "$frames/vi" -o "$OUT/fused/$kind/$split" --skip-existing --quiet)
+        case $kind in
+            ir | vis) ;;
+            ivfuse-semantic) "${fuse[@]}" ;;
+            ivfuse-content) "${fuse[@]}" --weights src/ivfuse/weights/fusion_content.safetensors ;;
+            gff | laplacian) "${fuse[@]}" --method "$kind" ;;
+            *) echo "error: KINDS: unknown kind $kind (ir, vis, ivfuse-content, ivfuse-semantic, gff, laplacian)" >&2; exit 2 ;;
+        esac
     done
 done
 
-IFS=, read -r -a kinds <<< "${KINDS:-ir,vis,ivfuse-content,ivfuse-semantic,gff,laplacian}"
 folders() {
     case $1 in
         ir) echo "$OUT/frames/train/ir $OUT/frames/test/ir" ;;
