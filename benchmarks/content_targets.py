@@ -74,6 +74,22 @@ def loss_target(share: float, sigma: float, level: float, max_gain: float, sd_ga
 #: The shipped content network's intensity target (configs/content_v3.toml's [loss]).
 V3_TARGET = loss_target(0.25, 32, 0.0, 2, base_gain=1.5)
 
+
+def sd_floor(ir: torch.Tensor, vis: torch.Tensor, level: float, max_gain: float = 2.5) -> torch.Tensor:
+    """v3's target with its base gain raised, per image, until the target's standard deviation
+    reaches ``level`` grey levels (of 255), at most ``max_gain``: low-contrast scenes get more
+    base stretch, the others keep v3's 1.5."""
+    mix = _mix(ir, vis, 0.25)
+    base = blur(mix, 32.0)
+    base = base - base.mean()
+    mix = mix - mix.mean()
+    # var(mix + g base) = level^2, solved for the larger root g.
+    var_b, cov, var_x = (base * base).mean(), (mix * base).mean(), (mix * mix).mean()
+    need = (level / 255) ** 2
+    root = (-cov + (cov * cov - var_b * (var_x - need)).clamp_min(0).sqrt()) / var_b.clamp_min(1e-12)
+    extra = root.clamp(0.5, max_gain - 1)
+    return _mix(ir, vis, 0.25) + extra * (blur(_mix(ir, vis, 0.25), 32.0) - blur(_mix(ir, vis, 0.25), 32.0).mean())
+
 #: name -> function of (ir, vis), both (1, 1, H, W) float in [0, 1]; the result is clamped and
 #: rounded to 8 bits before scoring, as a fused image is.
 TARGETS = {
@@ -114,6 +130,11 @@ TARGETS = {
     "mix0.25_base1.3_s32": loss_target(0.25, 32, 0.0, 2, base_gain=1.3),
     "mix0.25_base1.5_s32": V3_TARGET,
     "mix0.25_sd_base1.3_s32": loss_target(0.25, 32, 0.0, 2, sd_gain=1.0, base_gain=1.3),
+    "mix0.25_base1.6_s32": loss_target(0.25, 32, 0.0, 2, base_gain=1.6),
+    "mix0.25_base1.7_s32": loss_target(0.25, 32, 0.0, 2, base_gain=1.7),
+    "mix0.35_base1.7_s32": loss_target(0.35, 32, 0.0, 2, base_gain=1.7),
+    "mix0.25_base1.5_s32_sdfloor44": lambda ir, vis: sd_floor(ir, vis, 44),
+    "mix0.25_base1.5_s32_sdfloor48": lambda ir, vis: sd_floor(ir, vis, 48),
     "mix0.25_base1.5_s32_detail0.5": lambda ir, vis: detail_boost(ir, vis, V3_TARGET(ir, vis), 0.5),
     "mix0.25_base1.5_s32_flatdetail1": lambda ir, vis: flat_detail(ir, vis, V3_TARGET(ir, vis), 1.0),
     "mix0.25_base1.5_s32_flatdetail2": lambda ir, vis: flat_detail(ir, vis, V3_TARGET(ir, vis), 2.0),
