@@ -82,13 +82,12 @@ def sd_floor(ir: torch.Tensor, vis: torch.Tensor, level: float, max_gain: float 
     mix = _mix(ir, vis, 0.25)
     base = blur(mix, 32.0)
     base = base - base.mean()
-    mix = mix - mix.mean()
+    centred = mix - mix.mean()
     # var(mix + g base) = level^2, solved for the larger root g.
-    var_b, cov, var_x = (base * base).mean(), (mix * base).mean(), (mix * mix).mean()
-    need = (level / 255) ** 2
-    root = (-cov + (cov * cov - var_b * (var_x - need)).clamp_min(0).sqrt()) / var_b.clamp_min(1e-12)
-    extra = root.clamp(0.5, max_gain - 1)
-    return _mix(ir, vis, 0.25) + extra * (blur(_mix(ir, vis, 0.25), 32.0) - blur(_mix(ir, vis, 0.25), 32.0).mean())
+    var_b, cov, var_x = (base * base).mean(), (centred * base).mean(), (centred * centred).mean()
+    root = (-cov + (cov * cov - var_b * (var_x - (level / 255) ** 2)).clamp_min(0).sqrt()) / var_b.clamp_min(1e-12)
+    return mix + root.clamp(0.5, max_gain - 1) * base
+
 
 #: name -> function of (ir, vis), both (1, 1, H, W) float in [0, 1]; the result is clamped and
 #: rounded to 8 bits before scoring, as a fused image is.
