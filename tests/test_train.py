@@ -259,7 +259,7 @@ def test_validation_pairs_are_held_out_of_training():
     assert not {s.name for s in held} & {s.name for s in kept} and len(kept) + 2 == len(samples)
 
 
-@pytest.mark.parametrize("name", ["content.toml", "content_v2.toml", "content_v3.toml", "content_base16.toml", "semantic.toml", "semantic_v3.toml", "semantic_v4.toml", "segmentation.toml", "segmentation_fast.toml", "tiny.toml"])
+@pytest.mark.parametrize("name", ["content.toml", "content_v2.toml", "content_v3.toml", "semantic.toml", "semantic_v3.toml", "semantic_v4.toml", "segmentation.toml", "segmentation_fast.toml", "tiny.toml"])
 def test_shipped_configs_load(name):
     config = training.load_config(REPO / "configs" / name)
     assert training.plan_phases(config.schedule)
